@@ -28,7 +28,15 @@ from gguf.quants import dequantize
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_TEXT = os.path.join(HERE, "..", "tests", "data", "reference_text.txt")
+REPO = os.path.normpath(os.path.join(HERE, ".."))
+DEFAULT_TEXT = os.path.join(REPO, "tests", "data", "reference_text.txt")
+
+
+def display_path(p):
+    """Repository-relative path for files inside the repository, else as given."""
+    a = os.path.realpath(p)
+    r = os.path.realpath(REPO)
+    return os.path.relpath(a, r) if a.startswith(r + os.sep) else p
 
 CHAT_PROMPT = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -558,7 +566,7 @@ def main():
         ids_text = encode(tk, text)
         t0 = time.time()
         ppl = perplexity(model, ids_text, args.ctx, args.max_tokens)
-        ppl_out = {"text_file": args.text, "ctx": args.ctx, "n_tokens_text": len(ids_text)}
+        ppl_out = {"text_file": display_path(args.text), "ctx": args.ctx, "n_tokens_text": len(ids_text)}
         ppl_out.update({k: v for k, v in ppl.items() if k != "ctx"})
         out["perplexity"] = ppl_out
         log(f"perplexity: {ppl['ppl']:.4f} over {ppl['n_scored']} tokens (text has {len(ids_text)} tokens), "
