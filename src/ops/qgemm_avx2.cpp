@@ -161,7 +161,8 @@ bool quantize_token_avx2(const float* x, int64_t nb, int8_t* q, float* scale, fl
       }
       // int32 -> int8 with saturating packs (values are in [-127, 127]), then undo the
       // lane interleave of the 256-bit packs.
-      const __m256i p16a = _mm256_packs_epi32(iv[0], iv[1]), p16b = _mm256_packs_epi32(iv[2], iv[3]);
+      const __m256i p16a = _mm256_packs_epi32(iv[0], iv[1]);
+      const __m256i p16b = _mm256_packs_epi32(iv[2], iv[3]);
       const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
       const __m256i ordered =
           _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
