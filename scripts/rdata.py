@@ -12,14 +12,14 @@ Supported:
   * values: NULL, logical, integer, double, complex, character (with NA),
     raw, generic lists, expression vectors, pairlists / language objects
     (as Pairlist), symbols, attributes, back-references, environments
-    (as REnvironment), persistent-name hooks, S4 objects, and the
+    (as REnvironment), byte code, persistent-name hooks, S4 objects, and the
     common ALTREP classes (compact sequences, wrappers, deferred strings);
   * lazy-load DBs: .rdx index -> chunks in .rdb (4-byte big-endian
     uncompressed length, then zlib; or a type byte '0' none, 'Z' zlib,
     '2' bzip2, 'X' xz).
 
-Not supported (raises RDataError): byte code, external pointers' targets,
-class references.
+Byte code is decoded into its code vector and constant pool (not run).
+Not supported (raises RDataError): class references.
 
 Python mapping: vectors become RVector (a list subclass with .rtype and
 .attributes); NA becomes None. Helpers: names(), factor_labels(),
@@ -94,6 +94,17 @@ class Pairlist:
 
     def __repr__(self) -> str:  # pragma: no cover
         return f"Pairlist(type={self.rtype}, {self.items!r})"
+
+
+class ByteCode(list):
+    """Compiled R code: .code (an integer vector) and the constant pool
+    (the list itself; its first element is the source expression)."""
+
+    def __init__(self, code, consts):
+        super().__init__(consts)
+        self.rtype = BCODESXP
+        self.code = code
+        self.attributes: dict = {}
 
 
 class REnvironment:
@@ -436,7 +447,8 @@ class Unserializer:
             obj = RVector(t, [])
             self.refs.append(obj)
         elif t == BCODESXP:
-            raise RDataError("byte code (BCODESXP) is not supported")
+            reps = [None] * self.s.int()
+            obj = self._bytecode(reps)
         elif t in (CLASSREFSXP, GENERICREFSXP, ATTRLISTSXP, ATTRLANGSXP, BCREPDEF, BCREPREF):
             raise RDataError(f"stream type {t} (class refs / byte code) is not supported")
         else:
@@ -469,6 +481,53 @@ class Unserializer:
             if cdr is not None:  # not a proper list (closures, promises)
                 items.append(("<cdr>", cdr))
             return Pairlist(rtype, items, attributes)
+
+    # Byte code (compiled closures): code vector + constant pool, where
+    # calls inside the pool use their own sharing scheme (BCREPDEF/BCREPREF).
+    def _bytecode(self, reps: list) -> "ByteCode":
+        code = self._item()
+        n = self.s.int()
+        consts = []
+        for _ in range(n):
+            t = self.s.int()
+            if t == BCODESXP:
+                consts.append(self._bytecode(reps))
+            elif t in (LANGSXP, LISTSXP, BCREPDEF, BCREPREF, ATTRLANGSXP, ATTRLISTSXP):
+                consts.append(self._bc_lang(t, reps))
+            else:
+                consts.append(self._item())
+        return ByteCode(code, consts)
+
+    def _bc_lang(self, t: int, reps: list):
+        if t == BCREPREF:
+            i = self.s.int()
+            if not 0 <= i < len(reps):
+                raise RDataError(f"bad byte-code reference {i}")
+            return reps[i]
+        if t not in (BCREPDEF, LANGSXP, LISTSXP, ATTRLANGSXP, ATTRLISTSXP):
+            return self._item()  # t was a padding word before a plain item
+        pos = -1
+        if t == BCREPDEF:
+            pos = self.s.int()
+            t = self.s.int()
+        has_attr = t in (ATTRLANGSXP, ATTRLISTSXP)
+        t = {ATTRLANGSXP: LANGSXP, ATTRLISTSXP: LISTSXP}.get(t, t)
+        cell = Pairlist(t, [])
+        if pos >= 0:
+            if pos >= len(reps):
+                raise RDataError(f"bad byte-code definition {pos}")
+            reps[pos] = cell
+        if has_attr:
+            cell.attributes = _pairlist_to_dict(self._item())
+        tag = self._item()
+        car = self._bc_lang(self.s.int(), reps)
+        cdr = self._bc_lang(self.s.int(), reps)
+        cell.items.append((tag, car))
+        if isinstance(cdr, Pairlist) and cdr.rtype == LISTSXP and cdr is not cell:
+            cell.items.extend(cdr.items)
+        elif cdr is not None:
+            cell.items.append(("<cdr>", cdr))
+        return cell
 
     def _altrep(self, info, state, attributes):
         cls = info.items[0][1] if isinstance(info, Pairlist) and info.items else None

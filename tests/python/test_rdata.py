@@ -102,6 +102,30 @@ def test_altrep_compact_intseq():
     assert v.rtype == rdata.INTSXP and list(v) == [10, 11, 12, 13, 14]
 
 
+def test_byte_code_constant_pool():
+    # BCODESXP: reps count, code vector, constants. Constant 1 is a plain
+    # item (after a padding word); constant 2 the call f(7L), defined as
+    # shared entry 0; constant 3 a reference back to that entry.
+    w = Xdr().flags(21).int(1)
+    w.intsxp([12, 1, 0])
+    w.int(3)
+    w.int(0).strsxp(["k"])
+    w.int(244).int(0).int(6)        # BCREPDEF pos 0, LANGSXP
+    w.nil()                         # tag
+    w.int(0).sym("f")               # car: plain item
+    w.int(2).nil()                  # cdr: LISTSXP cell, no tag
+    w.int(0).intsxp([7])            #   its car
+    w.int(0).nil()                  #   its cdr
+    w.int(243).int(0)               # BCREPREF 0
+    bc = rdata.unserialize(w.bytes())
+    assert list(bc.code) == [12, 1, 0]
+    assert list(bc[0]) == ["k"]
+    call = bc[1]
+    assert call.rtype == rdata.LANGSXP and call.items[0] == (None, "f")
+    assert list(call.items[1][1]) == [7] and len(call.items) == 2
+    assert bc[2] is call
+
+
 def test_ascii_format():
     # A character vector c("a b", NA) and the integer 7, in the ASCII variant.
     ascii_flags = 9 | (64 << 12)
@@ -183,3 +207,13 @@ def test_real_janeaustenr_package(real_data):
     code = rdata.LazyLoadDB(str(pkg / "R/janeaustenr"))
     assert "austen_books" in code.keys()
     assert list(code.get(".packageName")) == ["janeaustenr"]
+    # austen_books() is a byte-compiled closure; its constant pool starts
+    # with the source, which names the six books in factor order.
+    fn = code.get("austen_books")
+    assert fn.rtype == rdata.CLOSXP
+    body = fn.items[-1][1]
+    assert isinstance(body, rdata.ByteCode)
+    text = repr(body[0])
+    pos = [text.index(t) for t in ("Sense & Sensibility", "Pride & Prejudice", "Mansfield Park",
+                                   "'Emma'", "Northanger Abbey", "'Persuasion'")]
+    assert pos == sorted(pos)
