@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -192,3 +193,38 @@ def test_fetch_data_is_idempotent(real_data):
     totals = json.loads(r.stdout)
     assert totals["all"]["documents"] == json.loads(before)["totals"]["all"]["documents"]
     assert (real_data / "corpus/manifest.json").read_bytes() == before
+
+
+def test_fetch_data_updates_apt_lists_and_replaces_broken_debs(real_data, tmp_path):
+    """With a fake apt-get that cannot locate packages until `update` has run
+    (a fresh container), fetch-data updates, retries and builds the same
+    corpus; a truncated .deb in the cache is detected and fetched again."""
+    debs = real_data / "cache/debs"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "apt-get"
+    fake.write_text(f"""#!/bin/sh
+log={tmp_path}/calls
+echo "$*" >> "$log"
+case "$1" in
+  update) touch {tmp_path}/updated ;;
+  download)
+    [ -f {tmp_path}/updated ] || {{ echo "E: Unable to locate package $2"; exit 100; }}
+    shift
+    for p in "$@"; do cp {debs}/"$p"_*.deb . ; done ;;
+esac
+""")
+    fake.chmod(0o755)
+    out = tmp_path / "data"
+    (out / "cache/debs").mkdir(parents=True)
+    (out / "cache/debs/r-cran-janeaustenr_0.0-1_all.deb").write_bytes(b"!<arch>\ntruncated")
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    r = subprocess.run([str(SCRIPTS / "fetch-data"), "--out", str(out)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    calls = (tmp_path / "calls").read_text().split("\n")
+    assert calls[0].startswith("download ") and calls[1] == "update" and calls[2].startswith("download ")
+    assert "removing unreadable r-cran-janeaustenr_0.0-1_all.deb" in r.stdout
+    m_new = json.loads((out / "corpus/manifest.json").read_text())
+    m_ref = json.loads((real_data / "corpus/manifest.json").read_text())
+    assert m_new["documents"] == m_ref["documents"]
