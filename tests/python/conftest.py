@@ -104,21 +104,32 @@ class Xdr:
 NA_REAL_BITS = struct.pack(">II", 0x7FF00000, 1954)
 
 
-def write_lazyload_db(base: Path, values: dict, compressed=True, codec=zlib.compress) -> str:
+def write_lazyload_db(base: Path, values: dict, compressed=True, codec=zlib.compress,
+                      references: dict | None = None) -> str:
     """Write <base>.rdx + <base>.rdb holding `values` (name -> serialized
     payload), each chunk a 4-byte big-endian length + codec(payload)."""
     rdb = bytearray()
-    offsets = {}
-    for name, payload in values.items():
-        chunk = struct.pack(">I", len(payload)) + codec(payload)
-        offsets[name] = (len(rdb), len(chunk))
-        rdb += chunk
+
+    def put(entries: dict) -> dict:
+        offsets = {}
+        for name, payload in entries.items():
+            chunk = struct.pack(">I", len(payload)) + codec(payload)
+            offsets[name] = (len(rdb), len(chunk))
+            rdb.extend(chunk)
+        return offsets
+
+    def index(w: Xdr, offsets: dict) -> None:
+        w.vecsxp(len(offsets), attr=bool(offsets))
+        for off, ln in offsets.values():
+            w.intsxp([off, ln])
+        if offsets:
+            w.tagged_cell().sym("names").strsxp(list(offsets)).nil()
+
+    var_offsets = put(values)
+    ref_offsets = put(references or {})
     w = Xdr().vecsxp(3, attr=True)
-    w.vecsxp(len(offsets), attr=True)
-    for off, ln in offsets.values():
-        w.intsxp([off, ln])
-    w.tagged_cell().sym("names").strsxp(list(offsets)).nil()
-    w.vecsxp(0)                                   # references: list()
+    index(w, var_offsets)
+    index(w, ref_offsets)
     if isinstance(compressed, bool):
         w.intsxp([int(compressed)], t=10)
     else:

@@ -168,6 +168,28 @@ def test_lazyload_db_compressed_entries(tmp_path, compressed, codec):
         db.get("missing")
 
 
+def test_rda_file_with_save_header(tmp_path):
+    # save(a, b, file=): 'RDX2\n' + a stream whose top level is a pairlist.
+    w = Xdr()
+    w.tagged_cell().sym("a").intsxp([1, 2])
+    w.tagged_cell().sym("b").strsxp([None])
+    w.nil()
+    (tmp_path / "x.rda").write_bytes(gzip.compress(b"RDX2\n" + w.bytes()))
+    got = rdata.read_rda(str(tmp_path / "x.rda"))
+    assert list(got) == ["a", "b"] and list(got["a"]) == [1, 2] and list(got["b"]) == [None]
+
+
+def test_persistent_references_resolve_through_the_db(tmp_path):
+    # A variable whose value refers (PERSISTSXP) to a stored reference entry.
+    ref_payload = Xdr().strsxp(["shared"]).bytes()
+    var = Xdr().vecsxp(2).int(247).int(0).int(1).charsxp("env::1")
+    var.ref(1)  # the second element is a back-reference to the same value
+    base = write_lazyload_db(tmp_path / "db", {"v": var.bytes()},
+                             references={"env::1": ref_payload})
+    v = rdata.LazyLoadDB(base).get("v")
+    assert list(v[0]) == ["shared"] and v[1] is v[0]
+
+
 def test_lazyload_chunk_errors():
     payload = b"X\n" + b"\0" * 20
     good = struct.pack(">I", len(payload)) + zlib.compress(payload)
@@ -217,3 +239,11 @@ def test_real_janeaustenr_package(real_data):
     pos = [text.index(t) for t in ("Sense & Sensibility", "Pride & Prejudice", "Mansfield Park",
                                    "'Emma'", "Northanger Abbey", "'Persuasion'")]
     assert pos == sorted(pos)
+    # Every entry of the package's three lazy-load DBs decodes, including the
+    # help DB, whose pages point at environments stored as references.
+    helpdb = rdata.LazyLoadDB(str(pkg / "help/janeaustenr"))
+    assert helpdb.references and "persuasion" in helpdb.keys()
+    for db_ in (db, code, helpdb):
+        for k in db_.keys():
+            db_.get(k)
+    assert "Persuasion" in repr(helpdb.get("persuasion"))
