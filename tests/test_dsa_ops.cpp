@@ -338,7 +338,7 @@ TEST(IndexerCpu, FusedTopkSelectsTheLargestReferenceScores) {
 TEST(IndexerCpu, FusedTopkIsBitwiseDeterministicAcrossThreadsAndSchedules) {
   Rng rng;
   SCOPED_TRACE(rng.seed);
-  // 40 rows = 3 chunks: one thread scores whole chunks, two threads split each chunk's keys
+  // 40 rows at H = 8 = 2 chunks of 32: one thread scores whole chunks, two threads split each chunk's keys
   // (fewer chunks than 2 x threads), so both schedules must give the same bits.
   for (const auto& c : {IndexerCase{40, 200, 8, 64}, IndexerCase{200, 100, 4, 64}}) {
     auto in = make_indexer(rng, c);

@@ -11,7 +11,7 @@
 //   I[t, s] = k_scale[s] * sum_h w'[t, h] * ReLU(q8[t, h, :] . k8[s, :]),  w' = w * q_scale.
 //
 // The only consumer of I in inference is top-k, so indexer_topk fuses the two and never
-// holds more than a few query rows of scores (see kIndexerChunkBytes in indexer_cpu.cpp);
+// holds more than one chunk of <= 64 query rows of scores, at most 4 MiB (indexer_cpu.cpp);
 // indexer_scores materialises [n_q, n_keys] for training losses and debugging.
 #include <cstdint>
 

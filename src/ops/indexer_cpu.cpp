@@ -73,7 +73,11 @@ void indexer_scores_reference(const IndexerParams& p, float* scores) {
 namespace {
 
 constexpr int64_t kKeyBlock = 32;        // keys per step: two 16-float vectors per head
-constexpr int64_t kMaxChunkRows = 16;    // query rows sharing each transposed key block
+// Query rows sharing each transposed key block: enough that the transposition is amortised
+// over ~256 (row, head) dot products, within [16, 64] rows.
+constexpr int64_t kTargetHeadRows = 256;
+constexpr int64_t kMinChunkRows = 16;
+constexpr int64_t kMaxChunkRows = 64;
 constexpr int64_t kIndexerChunkBytes = int64_t{4} << 20;  // score rows held per chunk
 
 using f32x16 = float __attribute__((vector_size(64)));
@@ -160,7 +164,8 @@ struct ChunkPlan {
 ChunkPlan plan_chunks(const IndexerParams& p) {
   ChunkPlan c;
   c.ld = (p.q_pos0 + p.n_q + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
-  c.rows = std::clamp<int64_t>(kIndexerChunkBytes / (c.ld * int64_t{sizeof(float)}), 1, kMaxChunkRows);
+  const int64_t wanted = std::clamp(kTargetHeadRows / p.n_heads, kMinChunkRows, kMaxChunkRows);
+  c.rows = std::clamp<int64_t>(kIndexerChunkBytes / (c.ld * int64_t{sizeof(float)}), 1, wanted);
   c.n_chunks = (p.n_q + c.rows - 1) / c.rows;
   return c;
 }

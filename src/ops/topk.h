@@ -28,10 +28,11 @@ void topk(const Tensor& scores, int64_t q_pos0, Tensor& out);
 // Monotone map from float to uint32: a ranks above b iff order_key(a) > order_key(b).
 // -0 and +0 map to one key (equal scores tie); NaN ranks above +inf (positive sign bit clear)
 // or below -inf, so even bad input yields a deterministic answer.
+// Branch-free so that a row's keys vectorise: negative floats flip all bits, others set the sign.
 inline uint32_t order_key(float x) {
   uint32_t u = std::bit_cast<uint32_t>(x);
-  if (u == 0x80000000u) u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  u = u == 0x80000000u ? 0u : u;
+  return u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
 }
 
 namespace cpu {
@@ -47,6 +48,7 @@ class RowTopk {
   void select(const float* row, int64_t n, int64_t k, int32_t* out);
 
  private:
+  std::vector<uint32_t> keys_;       // order keys of the row
   std::vector<uint64_t> chosen_;     // (~key << 32 | index) of entries known to be selected
   std::vector<uint64_t> tied_;       // (key << 32 | index) of entries in the boundary bucket
   std::vector<uint64_t> tied_next_;

@@ -2,6 +2,7 @@
 #include <array>
 #include <vector>
 
+#include "ops/simd.h"
 #include "ops/topk.h"
 
 namespace ic::ops::cpu {
@@ -35,6 +36,11 @@ int boundary_bucket(const std::array<uint32_t, 2048>& hist, int n_buckets, int64
   return b;
 }
 
+IC_SIMD_CLONES
+void row_keys(const float* row, int64_t n, uint32_t* keys) {
+  for (int64_t j = 0; j < n; ++j) keys[j] = order_key(row[j]);
+}
+
 }  // namespace
 
 // Radix select on the order keys: a histogram of the top digit over the whole row finds
@@ -50,13 +56,23 @@ void RowTopk::select(const float* row, int64_t n, int64_t k, int32_t* out) {
   if (n <= k) {
     for (int64_t j = 0; j < n; ++j) chosen_.push_back(chosen_entry(order_key(row[j]), j));
   } else {
-    std::array<uint32_t, 2048> hist{};
-    for (int64_t j = 0; j < n; ++j) ++hist[order_key(row[j]) >> kDigitShift[0]];
+    keys_.resize(static_cast<size_t>(n));
+    row_keys(row, n, keys_.data());
+    // Two interleaved histograms: neighbouring scores often share a bucket, and one table
+    // would chain every increment through the same memory word.
+    std::array<uint32_t, 2048> hist{}, hist2{};
+    int64_t j = 0;
+    for (; j + 2 <= n; j += 2) {
+      ++hist[keys_[j] >> kDigitShift[0]];
+      ++hist2[keys_[j + 1] >> kDigitShift[0]];
+    }
+    if (j < n) ++hist[keys_[j] >> kDigitShift[0]];
+    for (size_t b = 0; b < hist.size(); ++b) hist[b] += hist2[b];
     int64_t need = k;
     const uint32_t top = static_cast<uint32_t>(boundary_bucket(hist, 1 << kDigitBits[0], need));
     tied_.clear();
     for (int64_t j = 0; j < n; ++j) {
-      const uint32_t key = order_key(row[j]);
+      const uint32_t key = keys_[j];
       const uint32_t bucket = key >> kDigitShift[0];
       if (bucket > top)
         chosen_.push_back(chosen_entry(key, j));
