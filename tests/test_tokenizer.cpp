@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/merge_table.h"
 #include "io/pretokenize.h"
 #include "io/tokenizer.h"
 #include "io/unicode.h"
@@ -85,6 +86,22 @@ TEST(PreTokenize, SmollmSplitsDigitsFirst) {
   EXPECT_EQ(s("\xD9\xA3\xC2\xBD"), (Pieces{"\xD9\xA3", "\xC2\xBD"}));  // any \p{N}
   EXPECT_THROW(pre_tokenizer_from_name("default"), Error);
   EXPECT_EQ(pre_tokenizer_from_name("gpt-2"), PreTokenizer::Gpt2);
+}
+
+TEST(MergeTable, GrowsAndKeepsFirstRank) {
+  MergeTable t;  // starts small: inserting forces several rehashes
+  for (int32_t i = 0; i < 5000; ++i) t.insert(i, i * 7 + 1, {i, i + 100000});
+  t.insert(3, 22, {999999, 0});  // a repeated pair keeps its first (best) rank
+  EXPECT_EQ(t.size(), 5000u);
+  for (int32_t i = 0; i < 5000; ++i) {
+    const MergeTable::Merge* m = t.find(i, i * 7 + 1);
+    ASSERT_NE(m, nullptr) << i;
+    EXPECT_EQ(m->rank, i);
+    EXPECT_EQ(m->result, i + 100000);
+    EXPECT_EQ(t.find(i * 7 + 1, i), nullptr);  // order matters
+  }
+  EXPECT_EQ(t.find(3, 22)->rank, 3);
+  EXPECT_EQ(t.find(0, 0), nullptr);
 }
 
 // A tiny byte-level vocabulary: the 256 byte tokens, then the given extra tokens and merges.
