@@ -15,6 +15,7 @@
 #include "io/pretokenize.h"
 #include "io/tokenizer.h"
 #include "io/unicode.h"
+#include "io/utf8_stream.h"
 #include "test_util.h"
 
 namespace ic {
@@ -320,6 +321,40 @@ TEST(SmolLM2Tokenizer, RoundTripRandomUtf8) {
     }
     EXPECT_EQ(tok->decode(tok->encode(s)), kept_bytes(*tok, s));
   }
+}
+
+TEST(Utf8Stream, HoldsBackUnfinishedSequences) {
+  Utf8Stream s;
+  EXPECT_EQ(s.push("a\xF0\x9F"), "a");
+  EXPECT_EQ(s.push("\x98"), "");
+  EXPECT_EQ(s.push("\x80!"), "\xF0\x9F\x98\x80!");
+  EXPECT_EQ(s.push("\xE4\xB8"), "");
+  EXPECT_EQ(s.flush(), "\xE4\xB8");  // the end of output releases it
+  EXPECT_EQ(s.push("\xFF\x80x"), "\xFF\x80x");  // invalid bytes pass through
+  EXPECT_EQ(s.push("\xC3"), "");
+  EXPECT_EQ(s.push("("), "\xC3(");  // a broken sequence is released once it cannot complete
+  EXPECT_EQ(s.flush(), "");
+}
+
+TEST(SmolLM2Tokenizer, StreamsTokensAsWholeCharacters) {
+  SMOLLM2_OR_SKIP(tok);
+  const std::string text = "Emoji \xF0\x9F\x98\x80\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD, CJK \xE4\xBD\xA0\xE5\xA5\xBD, "
+                           "caf\xC3\xA9 \xD9\x85\xD8\xB1\xD8\xAD\xD8\xA8\xD8\xA7";
+  Utf8Stream stream;
+  std::string joined;
+  int chunks = 0;
+  for (int32_t id : tok->encode(text)) {
+    const std::string chunk = stream.push(tok->piece(id));
+    for (size_t pos = 0; pos < chunk.size();) {
+      const unicode::Decoded d = unicode::decode_utf8(chunk, pos);
+      ASSERT_NE(d.cp, unicode::kInvalidCodepoint) << "chunk " << chunks << " splits a character";
+      pos += d.len;
+    }
+    joined += chunk;
+    ++chunks;
+  }
+  joined += stream.flush();
+  EXPECT_EQ(joined, text);
 }
 
 TEST(SmolLM2Tokenizer, EncodesAMegabyteQuickly) {
