@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/gguf_writer.h"
 #include "io/merge_table.h"
 #include "io/pretokenize.h"
 #include "io/tokenizer.h"
@@ -177,6 +178,42 @@ TEST(Bpe, RejectsBadData) {
   Tokenizer ok(tiny_data({"ab"}, {"a b"}));
   EXPECT_THROW(ok.piece(-1), Error);
   EXPECT_THROW(ok.decode(std::vector<int32_t>{257}), Error);
+}
+
+TEST(TokenizerGguf, ReadsKeysFromAWrittenFile) {
+  const TokenizerData tiny = tiny_data({"ab", "<c>"}, {"a b"});
+  const auto file = [&](bool with_pre, bool with_model) {
+    gguf::Writer w;
+    if (with_model) w.add_string("tokenizer.ggml.model", "gpt2");
+    if (with_pre) w.add_string("tokenizer.ggml.pre", "smollm");
+    w.add_string_array("tokenizer.ggml.tokens", tiny.tokens);
+    w.add_string_array("tokenizer.ggml.merges", tiny.merges);
+    std::vector<int64_t> types(tiny.tokens.size(), kTokenNormal);
+    types.back() = kTokenControl;
+    w.add("tokenizer.ggml.token_type", gguf::Value::make_int_array(gguf::ValueType::INT32, types));
+    w.add_uint32("tokenizer.ggml.eos_token_id", 257);
+    w.add_bool("tokenizer.ggml.add_bos_token", true);
+    w.add_string("tokenizer.chat_template", "{{ x }}");
+    return gguf::File::from_buffer(w.bytes());
+  };
+  const TokenizerData d = tokenizer_data_from_gguf(file(true, true));
+  EXPECT_EQ(d.model, "gpt2");
+  EXPECT_EQ(d.pre, "smollm");
+  EXPECT_EQ(d.tokens, tiny.tokens);
+  EXPECT_EQ(d.merges, tiny.merges);
+  ASSERT_EQ(d.token_types.size(), tiny.tokens.size());
+  EXPECT_EQ(d.token_types.back(), kTokenControl);
+  EXPECT_EQ(d.bos_id, -1);
+  EXPECT_EQ(d.eos_id, 257);
+  EXPECT_TRUE(d.add_bos);
+  EXPECT_EQ(d.chat_template, "{{ x }}");
+  const Tokenizer tok(d);
+  EXPECT_EQ(tok.encode("ab<c>"), (std::vector<int32_t>{256, 257}));
+  // No pre key reads as llama.cpp's "default", which the tokenizer refuses by name.
+  const TokenizerData no_pre = tokenizer_data_from_gguf(file(false, true));
+  EXPECT_EQ(no_pre.pre, "default");
+  EXPECT_THROW(Tokenizer{no_pre}, Error);
+  EXPECT_THROW(tokenizer_data_from_gguf(file(true, false)), Error);
 }
 
 // SmolLM2's tokenizer, loaded once for the tests below; null when the model is absent.
