@@ -21,3 +21,8 @@ constexpr bool cuda_compiled() {
 bool cuda_available();
 
 }  // namespace ic
+
+namespace ic {
+// Called by operation fronts when a CUDA tensor reaches a build without the backend.
+[[noreturn]] void fail_no_cuda(const char* op);
+}  // namespace ic

@@ -1,0 +1,230 @@
+#include "model/llama.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "io/dequant.h"
+#include "io/gguf.h"
+#include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/rms_norm.h"
+#include "ops/swiglu.h"
+
+namespace ic {
+
+namespace {
+constexpr int64_t kChunk = 512;  // tokens per forward step: bounds activation and logit memory
+
+Tensor load_norm(const gguf::File& f, const std::string& name, int64_t dim, Device device) {
+  const gguf::TensorInfo& info = f.tensor(name);
+  IC_CHECK(info.numel() == dim, "{}: expected {} elements, found {} in {}", name, dim, info.numel(), f.path());
+  Tensor host = Tensor::empty({dim}, DType::F32);
+  dequantize_row(info.type, info.data, host.data<float>(), dim);
+  return device == Device::CPU ? host : host.to(device);
+}
+
+ops::LinearWeight load_linear(const gguf::File& f, const std::string& name, int64_t n_out, int64_t n_in,
+                              Device device) {
+  const gguf::TensorInfo& info = f.tensor(name);
+  IC_CHECK(info.ne.size() == 2 && info.ne[0] == n_in && info.ne[1] == n_out,
+           "{}: expected a [{}, {}] matrix, found shape {} in {}", name, n_out, n_in, info.shape().str(),
+           f.path());
+  return ops::LinearWeight::load(info.type, info.data, n_out, n_in, device);
+}
+}  // namespace
+
+LlamaConfig LlamaConfig::from_gguf(const gguf::File& f) {
+  const std::string arch = f.get_string("general.architecture");
+  IC_CHECK(arch == "llama", "{}: architecture '{}' is not supported by the llama loader", f.path(), arch);
+  LlamaConfig c;
+  c.n_layers = f.get_int("llama.block_count");
+  c.dim = f.get_int("llama.embedding_length");
+  c.n_heads = f.get_int("llama.attention.head_count");
+  c.n_kv_heads = f.get_int_or("llama.attention.head_count_kv", c.n_heads);
+  c.ffn_dim = f.get_int("llama.feed_forward_length");
+  c.context_max = f.get_int_or("llama.context_length", 2048);
+  c.rope_base = static_cast<float>(f.get_float_or("llama.rope.freq_base", 10000.0));
+  c.norm_eps = static_cast<float>(f.get_float_or("llama.attention.layer_norm_rms_epsilon", 1e-5));
+  IC_CHECK(c.n_layers > 0 && c.dim > 0 && c.n_heads > 0 && c.n_kv_heads > 0 && c.ffn_dim > 0,
+           "{}: implausible llama dimensions", f.path());
+  IC_CHECK(c.dim % c.n_heads == 0 && c.n_heads % c.n_kv_heads == 0,
+           "{}: {} heads do not divide width {} or are not a multiple of {} KV heads", f.path(), c.n_heads,
+           c.dim, c.n_kv_heads);
+  c.head_dim = c.dim / c.n_heads;
+  const int64_t rope_dims = f.get_int_or("llama.rope.dimension_count", c.head_dim);
+  IC_CHECK(rope_dims == c.head_dim, "{}: partial RoPE ({} of {} dims) is not supported for llama", f.path(),
+           rope_dims, c.head_dim);
+  const gguf::TensorInfo& embd = f.tensor("token_embd.weight");
+  IC_CHECK(embd.ne.size() == 2 && embd.ne[0] == c.dim, "{}: token_embd.weight has shape {}, width {} expected",
+           f.path(), embd.shape().str(), c.dim);
+  c.vocab = embd.ne[1];
+  return c;
+}
+
+KVCache::KVCache(const LlamaConfig& cfg, int64_t capacity, Device device) : capacity_(capacity) {
+  IC_CHECK(capacity > 0, "KV cache capacity must be positive, got {}", capacity);
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    k_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
+    v_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
+  }
+}
+
+void KVCache::set_size(int64_t n) {
+  IC_CHECK(n >= 0 && n <= capacity_, "KV cache size {} outside [0, {}]", n, capacity_);
+  size_ = n;
+}
+
+int64_t KVCache::bytes() const {
+  int64_t b = 0;
+  for (size_t l = 0; l < k_.size(); ++l) b += k_[l].nbytes() + v_[l].nbytes();
+  return b;
+}
+
+LlamaModel::~LlamaModel() = default;
+
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& path, Device device) {
+  std::unique_ptr<LlamaModel> m(new LlamaModel());
+  m->path_ = path;
+  m->device_ = device;
+  m->file_ = std::make_unique<gguf::File>(gguf::File::open(path));
+  const gguf::File& f = *m->file_;
+  m->cfg_ = LlamaConfig::from_gguf(f);
+  m->tokenizer_ = std::make_unique<Tokenizer>(tokenizer_data_from_gguf(f));
+  const LlamaConfig& c = m->cfg_;
+  IC_CHECK(m->tokenizer_->vocab_size() == c.vocab, "{}: tokenizer has {} tokens but the embedding {} rows",
+           path, m->tokenizer_->vocab_size(), c.vocab);
+  const int64_t kv_dim = c.n_kv_heads * c.head_dim;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LlamaLayer L;
+    L.attn_norm = load_norm(f, p + "attn_norm.weight", c.dim, device);
+    L.ffn_norm = load_norm(f, p + "ffn_norm.weight", c.dim, device);
+    L.wq = load_linear(f, p + "attn_q.weight", c.dim, c.dim, device);
+    L.wk = load_linear(f, p + "attn_k.weight", kv_dim, c.dim, device);
+    L.wv = load_linear(f, p + "attn_v.weight", kv_dim, c.dim, device);
+    L.wo = load_linear(f, p + "attn_output.weight", c.dim, c.dim, device);
+    L.w_gate = load_linear(f, p + "ffn_gate.weight", c.ffn_dim, c.dim, device);
+    L.w_up = load_linear(f, p + "ffn_up.weight", c.ffn_dim, c.dim, device);
+    L.w_down = load_linear(f, p + "ffn_down.weight", c.dim, c.ffn_dim, device);
+    m->layers_.push_back(std::move(L));
+  }
+  m->output_norm_ = load_norm(f, "output_norm.weight", c.dim, device);
+  const gguf::TensorInfo& embd = f.tensor("token_embd.weight");
+  m->embd_rows_ = embd.data;
+  m->embd_type_ = embd.type;
+  // Tied embeddings unless the file carries its own output head.
+  const std::string head = f.find_tensor("output.weight") ? "output.weight" : "token_embd.weight";
+  m->output_ = load_linear(f, head, c.vocab, c.dim, device);
+  return m;
+}
+
+int64_t LlamaModel::weight_bytes() const {
+  int64_t b = output_.bytes() + output_norm_.nbytes();
+  for (const LlamaLayer& L : layers_)
+    b += L.attn_norm.nbytes() + L.ffn_norm.nbytes() + L.wq.bytes() + L.wk.bytes() + L.wv.bytes() + L.wo.bytes() +
+         L.w_gate.bytes() + L.w_up.bytes() + L.w_down.bytes();
+  return b;
+}
+
+Tensor LlamaModel::embed(std::span<const int32_t> tokens) const {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  Tensor x = Tensor::empty({n, cfg_.dim}, DType::F32);
+  const int64_t row_bytes = dtype_row_bytes(embd_type_, cfg_.dim);
+  for (int64_t i = 0; i < n; ++i) {
+    IC_CHECK(tokens[i] >= 0 && tokens[i] < cfg_.vocab, "token id {} at position {} is outside the vocabulary [0, {})",
+             tokens[i], i, cfg_.vocab);
+    dequantize_row(embd_type_, static_cast<const char*>(embd_rows_) + tokens[i] * row_bytes,
+                   x.data<float>() + i * cfg_.dim, cfg_.dim);
+  }
+  return x;
+}
+
+void LlamaModel::forward(std::span<const int32_t> tokens, KVCache& kv, Tensor& logits, bool all_logits) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  IC_CHECK(n > 0, "forward: no tokens");
+  IC_CHECK(kv.size() + n <= kv.capacity(),
+           "forward: {} tokens after {} cached exceed the KV cache capacity {}", n, kv.size(), kv.capacity());
+  const int64_t n_out = all_logits ? n : 1;
+  if (!logits.defined() || logits.dim(0) != n_out || logits.dim(1) != cfg_.vocab ||
+      logits.device() != Device::CPU)
+    logits = Tensor::empty({n_out, cfg_.vocab}, DType::F32);
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t c1 = std::min(n, c0 + kChunk);
+    const bool last = c1 == n;
+    float* out = all_logits ? logits.data<float>() + c0 * cfg_.vocab : (last ? logits.data<float>() : nullptr);
+    forward_chunk(tokens.subspan(c0, c1 - c0), kv, out, all_logits);
+  }
+}
+
+void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, float* logits, bool all_logits) {
+  const LlamaConfig& c = cfg_;
+  const Device dev = device_;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t p0 = kv.size();
+  const int64_t kv_dim = c.n_kv_heads * c.head_dim;
+
+  Tensor pos_host = Tensor::empty({n}, DType::I32);
+  for (int64_t i = 0; i < n; ++i) pos_host.data<int32_t>()[i] = static_cast<int32_t>(p0 + i);
+  const Tensor pos = dev == Device::CPU ? pos_host : pos_host.to(dev);
+  Tensor x = embed(tokens);
+  if (dev != Device::CPU) x = x.to(dev);
+  dump("embd", -1, x);
+
+  Tensor h = Tensor::empty({n, c.dim}, DType::F32, dev);
+  Tensor q = Tensor::empty({n, c.n_heads, c.head_dim}, DType::F32, dev);
+  Tensor k = Tensor::empty({n, c.n_kv_heads, c.head_dim}, DType::F32, dev);
+  Tensor v = Tensor::empty({n, c.n_kv_heads, c.head_dim}, DType::F32, dev);
+  Tensor att = Tensor::empty({n, c.n_heads, c.head_dim}, DType::F32, dev);
+  Tensor gate = Tensor::empty({n, c.ffn_dim}, DType::F32, dev);
+  Tensor up = Tensor::empty({n, c.ffn_dim}, DType::F32, dev);
+  Tensor q2 = q.reshape({n, c.dim}), k2 = k.reshape({n, kv_dim}), v2 = v.reshape({n, kv_dim});
+  Tensor att2 = att.reshape({n, c.dim});
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const LlamaLayer& L = layers_[l];
+    const int li = static_cast<int>(l);
+    ops::rms_norm(x, L.attn_norm, c.norm_eps, h);
+    dump("attn_norm", li, h);
+    ops::linear(L.wq, h, q2);
+    ops::linear(L.wk, h, k2);
+    ops::linear(L.wv, h, v2);
+    ops::rope(q, pos, c.head_dim, c.rope_base, c.rope_style);
+    ops::rope(k, pos, c.head_dim, c.rope_base, c.rope_style);
+    dump("q", li, q);
+    dump("k", li, k);
+    dump("v", li, v);
+    ops::kv_store(k, kv.k(l), p0);
+    ops::kv_store(v, kv.v(l), p0);
+    ops::attention(q, kv.k(l), kv.v(l), p0, scale, att);
+    dump("attn", li, att);
+    ops::linear(L.wo, att2, h);
+    ops::add_inplace(x, h);
+    ops::rms_norm(x, L.ffn_norm, c.norm_eps, h);
+    ops::linear(L.w_gate, h, gate);
+    ops::linear(L.w_up, h, up);
+    ops::swiglu(gate, up, gate);
+    ops::linear(L.w_down, gate, h);
+    dump("ffn_out", li, h);
+    ops::add_inplace(x, h);
+    dump("l_out", li, x);
+  }
+  kv.set_size(p0 + n);
+  if (!logits) return;
+  const Tensor rows = all_logits ? x : x.slice_rows(n - 1, n);
+  Tensor normed = Tensor::empty(rows.shape(), DType::F32, dev);
+  ops::rms_norm(rows, output_norm_, c.norm_eps, normed);
+  dump("result_norm", -1, normed);
+  if (dev == Device::CPU) {
+    Tensor out = Tensor::borrow(logits, {rows.dim(0), c.vocab}, DType::F32);
+    ops::linear(output_, normed, out);
+  } else {
+    Tensor out = Tensor::empty({rows.dim(0), c.vocab}, DType::F32, dev);
+    ops::linear(output_, normed, out);
+    Tensor host = Tensor::borrow(logits, {rows.dim(0), c.vocab}, DType::F32);
+    host.copy_from(out);
+  }
+}
+
+}  // namespace ic

@@ -1,0 +1,114 @@
+#pragma once
+// Llama-family dense transformer (SmolLM2 and relatives) read from a GGUF file: tied or separate
+// output head, RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU feed-forward.
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/tokenizer.h"
+#include "ops/linear.h"
+#include "ops/rope.h"
+
+namespace ic {
+namespace gguf {
+class File;
+}
+
+struct LlamaConfig {
+  int64_t n_layers = 0;
+  int64_t dim = 0;         // residual width
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t ffn_dim = 0;
+  int64_t vocab = 0;
+  int64_t context_max = 0;  // trained context length (llama.context_length)
+  float rope_base = 10000.0f;
+  float norm_eps = 1e-5f;
+  ops::RopeStyle rope_style = ops::RopeStyle::kAdjacent;
+
+  static LlamaConfig from_gguf(const gguf::File& f);
+};
+
+// Keys and values of every layer for one sequence, head-major: [n_kv_heads, capacity, head_dim].
+class KVCache {
+ public:
+  KVCache(const LlamaConfig& cfg, int64_t capacity, Device device);
+  int64_t capacity() const { return capacity_; }
+  int64_t size() const { return size_; }  // tokens stored
+  void clear() { size_ = 0; }
+  void set_size(int64_t n);
+  Tensor& k(int64_t layer) { return k_[layer]; }
+  Tensor& v(int64_t layer) { return v_[layer]; }
+  int64_t bytes() const;
+
+ private:
+  int64_t capacity_ = 0, size_ = 0;
+  std::vector<Tensor> k_, v_;
+};
+
+struct LlamaLayer {
+  Tensor attn_norm;  // F32 [dim]
+  Tensor ffn_norm;   // F32 [dim]
+  ops::LinearWeight wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+// Called with named intermediates ("attn_norm", "q", "k", "v", "attn_out", "ffn_out", "result_norm",
+// ...) of each layer (-1 for whole-model tensors), so a run can be compared tensor by tensor with an
+// independent implementation.
+using TensorCallback = std::function<void(const std::string& name, int layer, const Tensor& t)>;
+
+class LlamaModel {
+ public:
+  // Map the GGUF, read the config and tokenizer, and load weights for `device`.
+  static std::unique_ptr<LlamaModel> load(const std::string& path, Device device = Device::CPU);
+  ~LlamaModel();
+
+  const LlamaConfig& config() const { return cfg_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  Device device() const { return device_; }
+  const std::string& path() const { return path_; }
+  int64_t weight_bytes() const;
+
+  // Run `tokens` at positions [kv.size(), kv.size() + n) and append them to `kv`.
+  // Fills `logits` (F32 [n_out, vocab] on the CPU) for the last n_out tokens, n_out = all_logits ? n : 1.
+  void forward(std::span<const int32_t> tokens, KVCache& kv, Tensor& logits, bool all_logits);
+
+  // Embedding rows for `tokens`: F32 [n, dim] on the host.
+  Tensor embed(std::span<const int32_t> tokens) const;
+
+  void set_tensor_callback(TensorCallback cb) { callback_ = std::move(cb); }
+  const LlamaLayer& layer(int64_t i) const { return layers_[i]; }
+  const ops::LinearWeight& output() const { return output_; }
+  const Tensor& output_norm() const { return output_norm_; }
+  const gguf::File& gguf() const { return *file_; }
+
+ private:
+  LlamaModel() = default;
+  void forward_chunk(std::span<const int32_t> tokens, KVCache& kv, float* logits, bool all_logits);
+  void dump(const char* name, int layer, const Tensor& t) const {
+    if (callback_) callback_(name, layer, t);
+  }
+
+  std::string path_;
+  Device device_ = Device::CPU;
+  LlamaConfig cfg_;
+  std::unique_ptr<gguf::File> file_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<LlamaLayer> layers_;
+  Tensor output_norm_;
+  ops::LinearWeight output_;
+  const void* embd_rows_ = nullptr;  // token_embd in the mapping: [vocab] rows of dim
+  DType embd_type_ = DType::F32;
+  TensorCallback callback_;
+};
+
+// Plain reference forward: dequantised f32 weights, scalar loops, double accumulations, the whole
+// causal context recomputed. Slow and obvious; the fast path is tested against it.
+// Returns F32 [n, vocab] logits for every position of `tokens` (starting at position 0).
+Tensor llama_reference_forward(const LlamaModel& model, std::span<const int32_t> tokens);
+
+}  // namespace ic

@@ -1,0 +1,50 @@
+#include "runtime/perplexity.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace ic {
+
+double log_prob(std::span<const float> logits, int32_t target) {
+  double mx = logits[0];
+  for (float v : logits) mx = std::max(mx, static_cast<double>(v));
+  double sum = 0.0;
+  for (float v : logits) sum += std::exp(v - mx);
+  return logits[target] - mx - std::log(sum);
+}
+
+PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, int64_t ctx,
+                            const std::function<void(const PerplexityProgress&)>& progress) {
+  const LlamaConfig& c = model.config();
+  IC_CHECK(ctx >= 2, "perplexity: context must be at least 2 tokens, got {}", ctx);
+  IC_CHECK(ctx <= c.context_max, "perplexity: context {} exceeds the model's trained context {}", ctx,
+           c.context_max);
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  IC_CHECK(n >= 2, "perplexity: need at least 2 tokens, got {}", n);
+  PerplexityResult r;
+  r.n_tokens = n;
+  r.n_windows = (n + ctx - 1) / ctx;
+  if (n % ctx == 1) --r.n_windows;  // a 1-token tail has nothing to predict
+  KVCache kv(c, ctx, model.device());
+  Tensor logits;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t w = 0; w < r.n_windows; ++w) {
+    const int64_t b = w * ctx, e = std::min(n, b + ctx);
+    kv.clear();
+    model.forward(tokens.subspan(b, e - b), kv, logits, true);
+    for (int64_t i = 0; i + 1 < e - b; ++i) {
+      const double lp = log_prob({logits.data<float>() + i * c.vocab, static_cast<size_t>(c.vocab)}, tokens[b + i + 1]);
+      r.nll.push_back(static_cast<float>(-lp));
+      r.nll_sum -= lp;
+      ++r.n_scored;
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (progress) progress({w + 1, r.n_windows, e, n, r.seconds, std::exp(r.nll_sum / r.n_scored)});
+  }
+  r.ppl = std::exp(r.nll_sum / r.n_scored);
+  return r;
+}
+
+}  // namespace ic

@@ -1,0 +1,161 @@
+// Fast CPU operations against their plain references on fresh random inputs. Tolerances come
+// from float32 rounding bounds: a length-n dot product in f32 errs by at most
+// gamma_n * sum|a_i b_i|, gamma_n = n u / (1 - n u), u = 2^-24 (Higham, Accuracy and Stability
+// of Numerical Algorithms, eq. 3.5); the fast kernels also use exp_fast (< 2e-7 relative).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/rms_norm.h"
+#include "ops/rope.h"
+#include "ops/simd.h"
+#include "ops/swiglu.h"
+
+namespace ic::ops {
+namespace {
+
+constexpr double kU = 5.9604644775390625e-8;  // 2^-24
+double gamma(double n) { return n * kU / (1.0 - n * kU); }
+
+struct Rng {
+  uint32_t seed = std::random_device{}();
+  std::mt19937 gen{seed};
+  std::vector<float> normal(size_t n, float sd = 1.0f) {
+    std::normal_distribution<float> d(0.0f, sd);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(gen);
+    return v;
+  }
+};
+
+TEST(SimdCpu, ExpFastWithinTwoUlpOverTheRangeUsedBySoftmax) {
+  for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+    const double ref = std::exp(static_cast<double>(x));
+    EXPECT_LE(std::fabs(exp_fast(x) - ref), 4 * kU * ref) << x;
+  }
+  EXPECT_EQ(exp_fast(-INFINITY), 0.0f);
+  EXPECT_EQ(exp_fast(-1000.0f), 0.0f);
+}
+
+TEST(RmsNormCpu, MatchesReference) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  for (int64_t dim : {1, 7, 64, 576, 1000}) {
+    const int64_t n = 13;
+    auto x = rng.normal(n * dim, 3.0f), w = rng.normal(dim);
+    std::vector<float> fast(x.size()), ref(x.size());
+    cpu::rms_norm({x.data(), w.data(), fast.data(), n, dim, 1e-5f});
+    cpu::rms_norm_reference({x.data(), w.data(), ref.data(), n, dim, 1e-5f});
+    // Sum of squares: gamma_dim relative; sqrt and two products add a few u.
+    const double rel = gamma(dim) / 2 + 4 * kU;
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(fast[i], ref[i], rel * std::fabs(ref[i]) + 1e-30) << i;
+  }
+}
+
+TEST(RopeCpu, MatchesReferenceForBothStylesAndPreservesNorms) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  for (RopeStyle style : {RopeStyle::kAdjacent, RopeStyle::kHalf})
+    for (int64_t rot : {64, 32}) {
+      const int64_t n = 9, heads = 3, hd = 64;
+      auto x = rng.normal(n * heads * hd);
+      std::vector<int32_t> pos(n);
+      for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(rng.gen() % 200000);
+      auto fast = x, ref = x;
+      cpu::rope({fast.data(), pos.data(), n, heads, hd, heads * hd, rot, 100000.0f, style});
+      cpu::rope_reference({ref.data(), pos.data(), n, heads, hd, heads * hd, rot, 100000.0f, style});
+      for (int64_t t = 0; t < n * heads; ++t) {
+        double n0 = 0, n1 = 0;
+        for (int64_t c = 0; c < hd; ++c) {
+          const size_t i = t * hd + c;
+          // cos/sin rounded to f32 (u each), then a 2-term sum: |err| <= 4u * |pair norm|.
+          ASSERT_NEAR(fast[i], ref[i], 6 * kU * (std::fabs(x[i]) + std::fabs(ref[i]) + 1.0)) << i;
+          n0 += double(x[i]) * x[i];
+          n1 += double(ref[i]) * ref[i];
+          if (c >= rot) ASSERT_EQ(fast[i], x[i]);  // dims past rot_dim are untouched
+        }
+        ASSERT_NEAR(n0, n1, 1e-5 * n0);
+      }
+    }
+}
+
+TEST(RopeCpu, PositionZeroIsIdentity) {
+  Rng rng;
+  auto x = rng.normal(2 * 64);
+  auto y = x;
+  const int32_t pos[2] = {0, 0};
+  cpu::rope({y.data(), pos, 2, 1, 64, 64, 64, 10000.0f, RopeStyle::kAdjacent});
+  EXPECT_EQ(x, y);
+}
+
+TEST(SwigluCpu, MatchesReference) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  auto g = rng.normal(4099, 4.0f), u = rng.normal(4099);
+  std::vector<float> fast(g.size()), ref(g.size());
+  cpu::swiglu({g.data(), u.data(), fast.data(), 4099});
+  cpu::swiglu_reference({g.data(), u.data(), ref.data(), 4099});
+  for (size_t i = 0; i < g.size(); ++i) ASSERT_NEAR(fast[i], ref[i], 8 * kU * std::fabs(ref[i]) + 1e-30) << g[i];
+}
+
+// Worst-case bound for attention output element (i, h, c) against the double reference:
+// scores err by gamma_d * scale * sum|q k|, which perturbs each softmax weight by at most
+// twice that relatively; exp_fast, the running sum over n keys and the weighted sum of v add
+// (n + 8) u relatively. Output error <= max|v| * (2 * score_err + (n + 8) u) * 2.
+void check_attention(Rng& rng, int64_t n_q, int64_t q_pos0, int64_t heads, int64_t kv_heads, int64_t hd,
+                     float sd) {
+  const int64_t cap = q_pos0 + n_q + 5;
+  auto q = rng.normal(n_q * heads * hd, sd), k = rng.normal(kv_heads * cap * hd, sd),
+       v = rng.normal(kv_heads * cap * hd);
+  std::vector<float> fast(q.size(), NAN), ref(q.size(), NAN), lse_f(n_q * heads), lse_r(n_q * heads);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  AttentionParams p{q.data(), k.data(), v.data(), fast.data(), lse_f.data(), n_q, heads, kv_heads, hd, cap,
+                    q_pos0, scale};
+  cpu::attention(p);
+  p.out = ref.data();
+  p.lse = lse_r.data();
+  cpu::attention_reference(p);
+  double vmax = 0, qk = 0;
+  for (float x : v) vmax = std::max(vmax, double(std::fabs(x)));
+  for (int64_t i = 0; i < n_q * heads; ++i) {
+    double qn = 0;
+    for (int64_t c = 0; c < hd; ++c) qn = std::max(qn, double(std::fabs(q[i * hd + c])));
+    qk = std::max(qk, qn);
+  }
+  double kmax = 0;
+  for (float x : k) kmax = std::max(kmax, double(std::fabs(x)));
+  const double score_err = gamma(hd) * scale * hd * qk * kmax;
+  const double n = q_pos0 + n_q;
+  const double tol = 2 * vmax * (2 * score_err + (n + 8) * kU);
+  for (size_t i = 0; i < q.size(); ++i) ASSERT_NEAR(fast[i], ref[i], tol) << "element " << i;
+  for (size_t i = 0; i < lse_f.size(); ++i) ASSERT_NEAR(lse_f[i], lse_r[i], score_err + (n + 8) * kU + 1e-6);
+}
+
+TEST(AttentionCpu, MatchesReferenceAcrossShapes) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  check_attention(rng, 1, 0, 9, 3, 64, 1.0f);     // first token
+  check_attention(rng, 1, 300, 9, 3, 64, 1.0f);   // decode step
+  check_attention(rng, 37, 0, 9, 3, 64, 1.0f);    // prefill, not a multiple of 8 or 16
+  check_attention(rng, 20, 17, 4, 1, 32, 2.0f);   // prefill after a cached prefix, MQA
+  check_attention(rng, 64, 0, 2, 2, 128, 3.0f);   // MHA, peaked softmax
+}
+
+TEST(KvStoreCpu, WritesHeadMajorRows) {
+  const int64_t n = 3, heads = 2, hd = 4, cap = 8;
+  std::vector<float> src(n * heads * hd), cache(heads * cap * hd, -1.0f);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
+  cpu::kv_store({src.data(), cache.data(), n, heads, hd, cap, 2});
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t g = 0; g < heads; ++g)
+      for (int64_t c = 0; c < hd; ++c)
+        EXPECT_EQ(cache[(g * cap + 2 + t) * hd + c], src[(t * heads + g) * hd + c]);
+  EXPECT_EQ(cache[0], -1.0f);
+}
+
+}  // namespace
+}  // namespace ic::ops

@@ -1,0 +1,59 @@
+#pragma once
+// Helpers shared by the test files.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace ic::test {
+
+// Path of the SmolLM2-135M-Instruct GGUF: $IC_MODEL, else
+// $IC_SOURCE_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf (env, then the compile definition).
+// Returns "" when it is absent; see IC_TEST_MODEL_OR_SKIP for use inside a TEST body.
+inline std::string find_test_model() {
+  if (const char* m = std::getenv("IC_MODEL"); m && *m)
+    return std::filesystem::exists(m) ? std::string(m) : std::string();
+  std::string dir;
+  if (const char* d = std::getenv("IC_SOURCE_DIR"); d && *d) dir = d;
+#ifdef IC_SOURCE_DIR
+  if (dir.empty()) dir = IC_SOURCE_DIR;
+#endif
+  if (dir.empty()) return "";
+  const std::string path = dir + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  return std::filesystem::exists(path) ? path : std::string();
+}
+
+// True when a missing model must fail the test instead of skipping it.
+inline bool model_required() {
+  const char* r = std::getenv("IC_REQUIRE_MODEL");
+  return r && std::string(r) == "1";
+}
+
+// Records a skip (or a failure under IC_REQUIRE_MODEL=1) for the current test.
+inline void skip_or_fail_without_model() {
+  if (model_required()) FAIL() << "IC_REQUIRE_MODEL=1 but no model found (set IC_MODEL or add models/)";
+  GTEST_SKIP() << "model not found (set IC_MODEL or add models/)";
+}
+
+// Function form for a TEST body; the caller must return on "":
+//   const std::string path = ic::test::test_model_path_or_skip();
+//   if (path.empty()) return;
+inline std::string test_model_path_or_skip() {
+  std::string path = find_test_model();
+  if (path.empty()) skip_or_fail_without_model();
+  return path;
+}
+
+}  // namespace ic::test
+
+// Inside a TEST body: declares `const std::string var` holding the model path, or skips the
+// test when the model is absent (fails instead when IC_REQUIRE_MODEL=1). A macro because
+// GTEST_SKIP/FAIL must return from the test body itself.
+#define IC_TEST_MODEL_OR_SKIP(var)                                                        \
+  const std::string var = ::ic::test::find_test_model();                                  \
+  if (var.empty()) {                                                                      \
+    if (::ic::test::model_required()) FAIL() << "IC_REQUIRE_MODEL=1 but no model found "  \
+                                                "(set IC_MODEL or add models/)";          \
+    GTEST_SKIP() << "model not found (set IC_MODEL or add models/)";                      \
+  }
