@@ -21,7 +21,7 @@ LinearWeight LinearWeight::load(DType type, const void* rows, int64_t n_out, int
   Tensor host = Tensor::empty({n_out, n_in}, DType::F32);
   const int64_t row_bytes = dtype_row_bytes(type, n_in);
   for (int64_t o = 0; o < n_out; ++o)
-    dequantize_row(type, static_cast<const char*>(rows) + o * row_bytes, host.data<float>() + o * n_in, n_in);
+    ic::dequantize_row(type, static_cast<const char*>(rows) + o * row_bytes, host.data<float>() + o * n_in, n_in);
   w.dense_ = host.to(device);
   return w;
 }
