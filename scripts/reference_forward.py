@@ -28,7 +28,15 @@ from gguf.quants import dequantize
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_TEXT = os.path.join(HERE, "..", "tests", "data", "reference_text.txt")
+REPO = os.path.normpath(os.path.join(HERE, ".."))
+DEFAULT_TEXT = os.path.join(REPO, "tests", "data", "reference_text.txt")
+
+
+def display_path(p):
+    """Repository-relative path for files inside the repository, else as given."""
+    a = os.path.realpath(p)
+    r = os.path.realpath(REPO)
+    return os.path.relpath(a, r) if a.startswith(r + os.sep) else p
 
 CHAT_PROMPT = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -163,39 +171,91 @@ def encode(tk, text):
 # Model
 # --------------------------------------------------------------------------
 
-def quantize_q8_blocks(x):
+def quantize_q8_blocks(x, fp16_scale=False):
     """Simulate llama.cpp-style activation quantisation: per block of 32 along
-    the last axis, d = max|x|/127, q = round-half-away(x/d) in [-127,127],
-    returns q*d (the value the integer dot product effectively uses)."""
+    the last axis, d = max|x|/127, q = round-half-away(x/d) in [-127,127].
+
+    Returns (xq, ds): xq = q*d (the activation the integer dot product
+    effectively uses) and ds = the per-block error of the stored block sum
+    (only non-zero with fp16_scale; see below), shape (rows, n_blocks).
+
+    fp16_scale=True mimics ggml's block_q8_0 / block_q8_1 storage exactly:
+    q is computed with the float32 d, but d is stored as fp16 (so xq = q *
+    fp16(d)), and block_q8_1 (the activation type paired with Q4_1 weights)
+    also stores s = fp16(d * sum(q)), which multiplies the Q4_1 block minimum m:
+    dot = d_w*d_x*sum(q_w*q_x) + m_w*s_x."""
     shp = x.shape
     assert shp[-1] % 32 == 0
-    xb = x.reshape(-1, shp[-1] // 32, 32)
+    xb = x.reshape(-1, shp[-1] // 32, 32).astype(np.float64)
     amax = np.max(np.abs(xb), axis=-1, keepdims=True)
     d = amax / 127.0
+    if fp16_scale:
+        d = d.astype(np.float32)
     inv = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0)
     v = xb * inv
     q = np.sign(v) * np.floor(np.abs(v) + 0.5)  # roundf: half away from zero
-    return (q * d).reshape(shp).astype(x.dtype, copy=False)
+    ds = None
+    if fp16_scale:
+        d16 = d.astype(np.float16).astype(np.float64)
+        qsum = q.sum(axis=-1)
+        s_exact = qsum * d16[..., 0]
+        s16 = (qsum * d.astype(np.float64)[..., 0]).astype(np.float32).astype(np.float16).astype(np.float64)
+        ds = s16 - s_exact
+        d = d16
+    xq = (q * d).reshape(shp).astype(x.dtype, copy=False)
+    return xq, ds
 
 
 class Model:
-    def __init__(self, path, dtype=np.float64, rope="norm", q8_act=False):
+    def __init__(self, path, dtype=np.float64, rope="norm", q8_act=False, q8_fp16=False, f32_accum="blas"):
         self.path = path
         self.reader = gguf.GGUFReader(path)
         self.hp = HParams(self.reader)
         self.dtype = dtype
         self.rope_mode = rope
         self.q8_act = q8_act
+        self.q8_fp16 = q8_fp16
+        self.f32_accum = f32_accum
         t0 = time.time()
         self.w = load_weights(self.reader, self.hp, dtype)
         log(f"loaded {len(self.w)} tensors in {time.time() - t0:.1f}s (dtype {np.dtype(dtype).name})")
         self.tok = build_tokenizer(self.reader)
+        # Q4_1 block minima m (out, in/32), for the fp16 block-sum term of q8_1.
+        self.q41_min = {}
+        if q8_act and q8_fp16:
+            for t in self.reader.tensors:
+                if t.tensor_type == gguf.GGMLQuantizationType.Q4_1:
+                    out_dim = int(t.shape[1])
+                    raw = np.asarray(t.data).reshape(out_dim, -1, 20)
+                    self.q41_min[t.name] = raw[:, :, 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
+        self.wT = {}
 
     # y = x @ W^T, W is (out, in)
     def linear(self, x, name):
+        ds = None
         if self.q8_act:
-            x = quantize_q8_blocks(x)
-        return x @ self.w[name].T
+            x, ds = quantize_q8_blocks(x, self.q8_fp16)
+        if self.f32_accum == "sequential":
+            y = self.linear_sequential(x, name)
+        else:
+            y = x @ self.w[name].T
+        if ds is not None and name in self.q41_min:
+            y = y + (ds @ self.q41_min[name].T).astype(y.dtype)
+        return y
+
+    def linear_sequential(self, x, name):
+        """y = x @ W^T with every dot product accumulated strictly left to
+        right in the model dtype, each product and each sum rounded (no FMA,
+        no blocking): the least accurate plausible scalar engine."""
+        if name not in self.wT:
+            self.wT[name] = np.ascontiguousarray(self.w[name].T)
+        wT = self.wT[name]
+        acc = np.zeros((x.shape[0], wT.shape[1]), dtype=self.dtype)
+        tmp = np.empty_like(acc)
+        for k in range(wT.shape[0]):
+            np.multiply(x[:, k:k + 1], wT[k], out=tmp)
+            acc += tmp
+        return acc
 
     def rms_norm(self, x, name):
         dt = self.dtype
@@ -205,9 +265,20 @@ class Model:
     def rope_tables(self, n):
         hp = self.hp
         half = hp.n_rot // 2
-        # theta_i = pos * base^(-2i/n_rot), i = 0..n_rot/2-1 (computed in float64)
-        inv_freq = hp.rope_base ** (-np.arange(half, dtype=np.float64) * 2.0 / hp.n_rot)
-        ang = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]
+        if self.dtype == np.float64:
+            # theta_i = pos * base^(-2i/n_rot), i = 0..n_rot/2-1
+            inv_freq = hp.rope_base ** (-np.arange(half, dtype=np.float64) * 2.0 / hp.n_rot)
+            ang = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]
+        else:
+            # float32 engine model (as ggml does it): theta_scale = powf(base, -2/n_rot),
+            # theta_0 = pos, theta_{i+1} = theta_i * theta_scale, all in float32
+            f = np.float32
+            theta_scale = f(np.power(f(hp.rope_base), f(-2.0) / f(hp.n_rot)))
+            ang = np.empty((n, half), dtype=f)
+            th = np.arange(n, dtype=f)
+            for i in range(half):
+                ang[:, i] = th
+                th = (th * theta_scale).astype(f)
         return np.cos(ang).astype(self.dtype), np.sin(ang).astype(self.dtype)
 
     def apply_rope(self, x, cos, sin):
@@ -285,26 +356,30 @@ class Model:
         return self.rms_norm(x, "output_norm.weight")
 
     def score(self, ids, chunk=256, want_last=True):
-        """Returns (top1[n], logprob_next[n-1], last_logprobs[n_vocab] or None).
+        """Returns (top1[n], logprob_next[n-1], last_logprobs[n_vocab] or None,
+        top1_margin[n] = logit(top1) - logit(2nd best)).
 
         Logits are h @ token_embd^T (tied LM head). log-softmax is always
         evaluated in float64 from the logits of the chosen dtype."""
         n = len(ids)
         h = self.hidden(ids)
         top1 = np.empty(n, dtype=np.int64)
+        margin = np.empty(n, dtype=np.float64)
         lp_next = np.empty(max(n - 1, 0), dtype=np.float64)
         last = None
         for s0 in range(0, n, chunk):
             e0 = min(n, s0 + chunk)
             logits = self.linear(h[s0:e0], "token_embd.weight").astype(np.float64)
             top1[s0:e0] = np.argmax(logits, axis=-1)
+            top2 = np.partition(logits, -2, axis=-1)[:, -2:]
+            margin[s0:e0] = top2[:, 1] - top2[:, 0]
             m = logits.max(axis=-1, keepdims=True)
             lse = m[:, 0] + np.log(np.exp(logits - m).sum(axis=-1))
             for t in range(s0, min(e0, n - 1)):
                 lp_next[t] = logits[t - s0, ids[t + 1]] - lse[t - s0]
             if want_last and e0 == n:
                 last = logits[-1] - lse[-1]
-        return top1, lp_next, last
+        return top1, lp_next, last, margin
 
 
 # --------------------------------------------------------------------------
@@ -355,7 +430,7 @@ def perplexity(model, ids_all, ctx, max_tokens):
     scored_ids, nll = [], []
     for wi, w in enumerate(windows):
         t0 = time.time()
-        _, lp, _ = model.score(w, want_last=False)
+        _, lp, _, _ = model.score(w, want_last=False)
         scored_ids.extend(int(x) for x in w)
         nll.extend(float(-x) for x in lp)
         log(f"ppl window {wi + 1}/{len(windows)}: {len(w)} tokens, {time.time() - t0:.1f}s")
@@ -380,9 +455,15 @@ def compare(ref, cur):
     top1_total = 0
     for rp, cp in zip(ref["prompts"], cur["prompts"]):
         assert rp["ids"] == cp["ids"], "different tokenisation"
-        dl = np.abs(np.array(rp["last_logprobs"]) - np.array(cp["last_logprobs"]))
+        lr = np.array(rp["last_logprobs"])
+        lc = np.array(cp["last_logprobs"])
+        dl = np.abs(lr - lc)
+        kl = float(np.sum(np.exp(lr) * (lr - lc)))
+        likely = lr > math.log(1e-3)
         dn = np.abs(np.array(rp["logprob_next"]) - np.array(cp["logprob_next"]))
         ch = [t for t, (a, b) in enumerate(zip(rp["top1"], cp["top1"])) if a != b]
+        if "top1_margin" in rp:
+            res.setdefault("top1_changed_ref_margins", []).extend(rp["top1_margin"][t] for t in ch)
         top1_changes += len(ch)
         top1_total += len(rp["top1"])
         all_last.append(dl)
@@ -391,6 +472,7 @@ def compare(ref, cur):
         res["prompts"].append({
             "n": len(rp["ids"]),
             "last_max": float(dl.max()), "last_mean": float(dl.mean()),
+            "last_max_p_gt_1e-3": float(dl[likely].max()), "last_kl": kl,
             "next_max": float(dn.max()) if dn.size else 0.0,
             "next_mean": float(dn.mean()) if dn.size else 0.0,
             "top1_changed_positions": ch,
@@ -428,13 +510,18 @@ def main():
                     help="RoPE pairing: norm = adjacent pairs (ggml mode 0, correct for GGUF llama), neox = half split")
     ap.add_argument("--simulate-q8-activations", action="store_true",
                     help="quantise the input of every weight matmul (incl. LM head) to int8 per 32-block")
+    ap.add_argument("--q8-fp16-scale", action="store_true",
+                    help="with --simulate-q8-activations: store d (and the q8_1 block sum s) as fp16, exactly like ggml")
+    ap.add_argument("--f32-accum", choices=["blas", "sequential"], default="blas",
+                    help="weight matmul accumulation: BLAS, or strictly sequential per dot product (slow; tolerance study)")
     ap.add_argument("--no-ppl", action="store_true", help="skip the perplexity measurement")
     ap.add_argument("--compare", metavar="REF_JSON", help="print deltas of this run against a reference JSON")
     args = ap.parse_args()
 
     t_start = time.time()
     dtype = np.float64 if args.dtype == "float64" else np.float32
-    model = Model(args.model, dtype=dtype, rope=args.rope, q8_act=args.simulate_q8_activations)
+    model = Model(args.model, dtype=dtype, rope=args.rope, q8_act=args.simulate_q8_activations,
+                  q8_fp16=args.q8_fp16_scale, f32_accum=args.f32_accum)
     tk = model.tok
 
     # Tokeniser self-check against known ids.
@@ -455,19 +542,22 @@ def main():
         "dtype": args.dtype,
         "rope": args.rope,
         "simulate_q8_activations": bool(args.simulate_q8_activations),
+        "q8_fp16_scale": bool(args.q8_fp16_scale),
+        "f32_accum": args.f32_accum,
         "hparams": model.hp.as_dict(),
         "prompts": [],
     }
     for p in prompts:
         ids = encode(tk, p)
         t0 = time.time()
-        top1, lp, last = model.score(ids)
+        top1, lp, last, margin = model.score(ids)
         log(f"prompt ({len(ids)} tokens) {time.time() - t0:.1f}s: {p[:40]!r}... top1[-1]={int(top1[-1])} "
             f"{tk.decode([int(top1[-1])])!r}")
         out["prompts"].append({
             "text": p,
             "ids": [int(x) for x in ids],
             "top1": [int(x) for x in top1],
+            "top1_margin": [round(float(x), 6) for x in margin],
             "logprob_next": [float(x) for x in lp],
             "last_logprobs": [round(float(x), 6) for x in last],
         })
@@ -476,7 +566,7 @@ def main():
         ids_text = encode(tk, text)
         t0 = time.time()
         ppl = perplexity(model, ids_text, args.ctx, args.max_tokens)
-        ppl_out = {"text_file": args.text, "ctx": args.ctx, "n_tokens_text": len(ids_text)}
+        ppl_out = {"text_file": display_path(args.text), "ctx": args.ctx, "n_tokens_text": len(ids_text)}
         ppl_out.update({k: v for k, v in ppl.items() if k != "ctx"})
         out["perplexity"] = ppl_out
         log(f"perplexity: {ppl['ppl']:.4f} over {ppl['n_scored']} tokens (text has {len(ids_text)} tokens), "

@@ -189,36 +189,49 @@ TEST(QgemmPack, RejectsBadInput) {
   EXPECT_THROW(PackedWeight::pack(DType::Q8_0, q8.data(), 1, 32), Error);
 }
 
-TEST(QgemmQuantize, ErrorWithinHalfStep) {
+TEST(QgemmQuantize, ErrorWithinHalfStepOnEveryIsa) {
   std::mt19937 rng(5);
   const int64_t n_tok = 7, n_in = 192, nb = n_in / 32;
-  const auto x = random_acts(n_tok, n_in, rng);
-  QuantizedActs xq;
-  quantize_activations(x.data(), n_tok, n_in, xq);
+  auto x = random_acts(n_tok, n_in, rng);
+  for (int k = 0; k < 32; ++k) x[2 * n_in + 64 + k] = 0.0f;  // one all-zero block: s = 0
+  x[4 * n_in + 100] = 1e-30f;                              // tiny but normal values
+  QuantizedActs ref;
+  quantize_activations(x.data(), n_tok, n_in, ref, CpuIsa::Scalar);
   for (int64_t t = 0; t < n_tok; ++t) {
     for (int64_t b = 0; b < nb; ++b) {
       float amax = 0.0f;
       for (int k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(x[t * n_in + b * 32 + k]));
-      const float s = xq.scale[t * nb + b];
+      const float s = ref.scale[t * nb + b];
       EXPECT_EQ(s, amax / 127.0f);
       int32_t sum = 0, qmax = 0;
       for (int k = 0; k < 32; ++k) {
         const int64_t i = t * n_in + b * 32 + k;
-        const int q = xq.q[i];
+        const int q = ref.q[i];
         ASSERT_LE(std::abs(q), 127);
-        // Derivation in qgemm.h: round(x / s) with x / s rounded once: <= s (1/2 + 128 eps).
-        ASSERT_LE(std::fabs(x[i] - static_cast<double>(s) * q), s * (0.5 + 128 * kEps));
+        // Derivation in qgemm.h: rounding to an integer plus three f32 roundings of x * 127/max.
+        ASSERT_LE(std::fabs(x[i] - static_cast<double>(s) * q), s * (0.5 + 512 * kEps));
         sum += q;
         qmax = std::max(qmax, std::abs(q));
       }
-      EXPECT_EQ(qmax, 127);  // the block maximum maps to the end of the range
-      EXPECT_EQ(xq.sum[t * nb + b], sum);
-      EXPECT_EQ(xq.ssum[t * nb + b], s * static_cast<float>(sum));
+      EXPECT_EQ(qmax, amax > 0 ? 127 : 0);  // the block maximum maps to the end of the range
+      EXPECT_EQ(ref.sum[t * nb + b], sum);
+      EXPECT_EQ(ref.ssum[t * nb + b], s * static_cast<float>(sum));
     }
   }
-  std::vector<float> bad = x;
-  bad[3 * n_in + 5] = std::numeric_limits<float>::infinity();
-  EXPECT_THROW(quantize_activations(bad.data(), n_tok, n_in, xq), Error);
+  for (CpuIsa isa : available_isas()) {
+    SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+    QuantizedActs xq;
+    quantize_activations(x.data(), n_tok, n_in, xq, isa);
+    EXPECT_EQ(xq.q, ref.q);
+    EXPECT_EQ(xq.sum, ref.sum);
+    EXPECT_EQ(0, std::memcmp(xq.scale.data(), ref.scale.data(), ref.scale.size() * 4));
+    EXPECT_EQ(0, std::memcmp(xq.ssum.data(), ref.ssum.data(), ref.ssum.size() * 4));
+    for (float badv : {std::numeric_limits<float>::infinity(), std::nanf("")}) {
+      std::vector<float> bad = x;
+      bad[3 * n_in + 5] = badv;
+      EXPECT_THROW(quantize_activations(bad.data(), n_tok, n_in, xq, isa), Error);
+    }
+  }
 }
 
 // Runs every available ISA on one case and checks it against both references.

@@ -11,9 +11,12 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/gguf_writer.h"
+#include "io/merge_table.h"
 #include "io/pretokenize.h"
 #include "io/tokenizer.h"
 #include "io/unicode.h"
+#include "io/utf8_stream.h"
 #include "test_util.h"
 
 namespace ic {
@@ -85,6 +88,22 @@ TEST(PreTokenize, SmollmSplitsDigitsFirst) {
   EXPECT_EQ(s("\xD9\xA3\xC2\xBD"), (Pieces{"\xD9\xA3", "\xC2\xBD"}));  // any \p{N}
   EXPECT_THROW(pre_tokenizer_from_name("default"), Error);
   EXPECT_EQ(pre_tokenizer_from_name("gpt-2"), PreTokenizer::Gpt2);
+}
+
+TEST(MergeTable, GrowsAndKeepsFirstRank) {
+  MergeTable t;  // starts small: inserting forces several rehashes
+  for (int32_t i = 0; i < 5000; ++i) t.insert(i, i * 7 + 1, {i, i + 100000});
+  t.insert(3, 22, {999999, 0});  // a repeated pair keeps its first (best) rank
+  EXPECT_EQ(t.size(), 5000u);
+  for (int32_t i = 0; i < 5000; ++i) {
+    const MergeTable::Merge* m = t.find(i, i * 7 + 1);
+    ASSERT_NE(m, nullptr) << i;
+    EXPECT_EQ(m->rank, i);
+    EXPECT_EQ(m->result, i + 100000);
+    EXPECT_EQ(t.find(i * 7 + 1, i), nullptr);  // order matters
+  }
+  EXPECT_EQ(t.find(3, 22)->rank, 3);
+  EXPECT_EQ(t.find(0, 0), nullptr);
 }
 
 // A tiny byte-level vocabulary: the 256 byte tokens, then the given extra tokens and merges.
@@ -159,6 +178,42 @@ TEST(Bpe, RejectsBadData) {
   Tokenizer ok(tiny_data({"ab"}, {"a b"}));
   EXPECT_THROW(ok.piece(-1), Error);
   EXPECT_THROW(ok.decode(std::vector<int32_t>{257}), Error);
+}
+
+TEST(TokenizerGguf, ReadsKeysFromAWrittenFile) {
+  const TokenizerData tiny = tiny_data({"ab", "<c>"}, {"a b"});
+  const auto file = [&](bool with_pre, bool with_model) {
+    gguf::Writer w;
+    if (with_model) w.add_string("tokenizer.ggml.model", "gpt2");
+    if (with_pre) w.add_string("tokenizer.ggml.pre", "smollm");
+    w.add_string_array("tokenizer.ggml.tokens", tiny.tokens);
+    w.add_string_array("tokenizer.ggml.merges", tiny.merges);
+    std::vector<int64_t> types(tiny.tokens.size(), kTokenNormal);
+    types.back() = kTokenControl;
+    w.add("tokenizer.ggml.token_type", gguf::Value::make_int_array(gguf::ValueType::INT32, types));
+    w.add_uint32("tokenizer.ggml.eos_token_id", 257);
+    w.add_bool("tokenizer.ggml.add_bos_token", true);
+    w.add_string("tokenizer.chat_template", "{{ x }}");
+    return gguf::File::from_buffer(w.bytes());
+  };
+  const TokenizerData d = tokenizer_data_from_gguf(file(true, true));
+  EXPECT_EQ(d.model, "gpt2");
+  EXPECT_EQ(d.pre, "smollm");
+  EXPECT_EQ(d.tokens, tiny.tokens);
+  EXPECT_EQ(d.merges, tiny.merges);
+  ASSERT_EQ(d.token_types.size(), tiny.tokens.size());
+  EXPECT_EQ(d.token_types.back(), kTokenControl);
+  EXPECT_EQ(d.bos_id, -1);
+  EXPECT_EQ(d.eos_id, 257);
+  EXPECT_TRUE(d.add_bos);
+  EXPECT_EQ(d.chat_template, "{{ x }}");
+  const Tokenizer tok(d);
+  EXPECT_EQ(tok.encode("ab<c>"), (std::vector<int32_t>{256, 257}));
+  // No pre key reads as llama.cpp's "default", which the tokenizer refuses by name.
+  const TokenizerData no_pre = tokenizer_data_from_gguf(file(false, true));
+  EXPECT_EQ(no_pre.pre, "default");
+  EXPECT_THROW(Tokenizer{no_pre}, Error);
+  EXPECT_THROW(tokenizer_data_from_gguf(file(true, false)), Error);
 }
 
 // SmolLM2's tokenizer, loaded once for the tests below; null when the model is absent.
@@ -303,6 +358,40 @@ TEST(SmolLM2Tokenizer, RoundTripRandomUtf8) {
     }
     EXPECT_EQ(tok->decode(tok->encode(s)), kept_bytes(*tok, s));
   }
+}
+
+TEST(Utf8Stream, HoldsBackUnfinishedSequences) {
+  Utf8Stream s;
+  EXPECT_EQ(s.push("a\xF0\x9F"), "a");
+  EXPECT_EQ(s.push("\x98"), "");
+  EXPECT_EQ(s.push("\x80!"), "\xF0\x9F\x98\x80!");
+  EXPECT_EQ(s.push("\xE4\xB8"), "");
+  EXPECT_EQ(s.flush(), "\xE4\xB8");  // the end of output releases it
+  EXPECT_EQ(s.push("\xFF\x80x"), "\xFF\x80x");  // invalid bytes pass through
+  EXPECT_EQ(s.push("\xC3"), "");
+  EXPECT_EQ(s.push("("), "\xC3(");  // a broken sequence is released once it cannot complete
+  EXPECT_EQ(s.flush(), "");
+}
+
+TEST(SmolLM2Tokenizer, StreamsTokensAsWholeCharacters) {
+  SMOLLM2_OR_SKIP(tok);
+  const std::string text = "Emoji \xF0\x9F\x98\x80\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD, CJK \xE4\xBD\xA0\xE5\xA5\xBD, "
+                           "caf\xC3\xA9 \xD9\x85\xD8\xB1\xD8\xAD\xD8\xA8\xD8\xA7";
+  Utf8Stream stream;
+  std::string joined;
+  int chunks = 0;
+  for (int32_t id : tok->encode(text)) {
+    const std::string chunk = stream.push(tok->piece(id));
+    for (size_t pos = 0; pos < chunk.size();) {
+      const unicode::Decoded d = unicode::decode_utf8(chunk, pos);
+      ASSERT_NE(d.cp, unicode::kInvalidCodepoint) << "chunk " << chunks << " splits a character";
+      pos += d.len;
+    }
+    joined += chunk;
+    ++chunks;
+  }
+  joined += stream.flush();
+  EXPECT_EQ(joined, text);
 }
 
 TEST(SmolLM2Tokenizer, EncodesAMegabyteQuickly) {

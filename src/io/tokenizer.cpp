@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <queue>
 
 #include "core/error.h"
 #include "io/unicode.h"
@@ -44,17 +43,26 @@ std::string_view type_name(int32_t t) {
   }
 }
 
-uint64_t pair_key(int32_t left, int32_t right) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
-}
+struct BpeSymbol {
+  int32_t id, prev, next;  // id -1: merged into its left neighbour
+};
+struct BpeCandidate {
+  int32_t rank, left, right, left_id, right_id, result;
+  // std::push_heap keeps the largest on top; "larger" here is the worse rank, then the right-most,
+  // so the top is the best rank, leftmost on ties (as HF).
+  bool operator<(const BpeCandidate& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+};
 
 }  // namespace
 
 // Encoding the same word again costs one lookup: ids of each distinct piece, stored flat.
+// Also holds scratch buffers so that BPE does not allocate per piece.
 struct Tokenizer::WordCache {
   std::unordered_map<std::string_view, std::pair<uint32_t, uint32_t>> spans;  // piece -> ids
   std::vector<int32_t> ids;
-  std::vector<std::string_view> pieces;  // scratch for pretokenize
+  std::vector<std::string_view> pieces;
+  std::vector<BpeSymbol> syms;
+  std::vector<BpeCandidate> heap;
 };
 
 Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)), pre_(PreTokenizer::Gpt2) {
@@ -125,7 +133,7 @@ Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)), pre_(PreToken
              "tokenizer: merge {} '{}': '{}' is not in the vocabulary", rank, m,
              l < 0 ? std::string(left) : r < 0 ? std::string(right) : std::string(left) + std::string(right));
     // A repeated merge keeps its best rank.
-    merges_.emplace(pair_key(l, r), Merge{static_cast<int32_t>(rank), result});
+    merges_.insert(l, r, {static_cast<int32_t>(rank), result});
   }
 
   std::stable_sort(specials_.begin(), specials_.end(),
@@ -203,27 +211,22 @@ void Tokenizer::encode_plain(std::string_view text, WordCache& cache, std::vecto
       continue;
     }
     const size_t begin = cache.ids.size();
-    bpe(p, cache.ids);
+    bpe(p, cache, cache.ids);
     const size_t count = cache.ids.size() - begin;
     cache.spans.emplace(p, std::pair<uint32_t, uint32_t>(static_cast<uint32_t>(begin), static_cast<uint32_t>(count)));
     out.insert(out.end(), cache.ids.begin() + begin, cache.ids.end());
   }
 }
 
-void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
+void Tokenizer::bpe(std::string_view piece, WordCache& scratch, std::vector<int32_t>& out) const {
   // Symbols form a linked list over the piece's bytes; a heap yields the best-ranked adjacent
   // pair (leftmost on ties, as HF does). Stale heap entries are skipped when popped.
-  struct Symbol {
-    int32_t id, prev, next;  // id -1: merged into its left neighbour
-  };
-  struct Candidate {
-    int32_t rank, left, right, left_id, right_id, result;
-    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
-  };
   // Bytes without a token are left out, so their neighbours become adjacent and may merge,
   // exactly as in HF's BPE.
-  std::vector<Symbol> syms;
-  syms.reserve(piece.size());
+  std::vector<BpeSymbol>& syms = scratch.syms;
+  std::vector<BpeCandidate>& heap = scratch.heap;
+  syms.clear();
+  heap.clear();
   for (const char ch : piece) {
     const int32_t id = byte_token_[static_cast<uint8_t>(ch)];
     if (id >= 0) syms.push_back({id, static_cast<int32_t>(syms.size()) - 1, -1});
@@ -231,20 +234,21 @@ void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
   const int32_t n = static_cast<int32_t>(syms.size());
   if (n == 0) return;
   for (int32_t k = 0; k + 1 < n; ++k) syms[k].next = k + 1;
-  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
   const auto push = [&](int32_t l, int32_t r) {
     if (l < 0 || r < 0) return;
-    const auto it = merges_.find(pair_key(syms[l].id, syms[r].id));
-    if (it == merges_.end()) return;
-    heap.push({it->second.rank, l, r, syms[l].id, syms[r].id, it->second.result});
+    const MergeTable::Merge* m = merges_.find(syms[l].id, syms[r].id);
+    if (!m) return;
+    heap.push_back({m->rank, l, r, syms[l].id, syms[r].id, m->result});
+    std::push_heap(heap.begin(), heap.end());
   };
   for (int32_t k = 0; k + 1 < n; ++k) push(k, k + 1);
   while (!heap.empty()) {
-    const Candidate c = heap.top();
-    heap.pop();
-    Symbol& left = syms[c.left];
+    std::pop_heap(heap.begin(), heap.end());
+    const BpeCandidate c = heap.back();
+    heap.pop_back();
+    BpeSymbol& left = syms[c.left];
     if (left.id != c.left_id || left.next != c.right || syms[c.right].id != c.right_id) continue;
-    Symbol& right = syms[c.right];
+    BpeSymbol& right = syms[c.right];
     left.id = c.result;
     left.next = right.next;
     if (right.next >= 0) syms[right.next].prev = c.left;

@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "io/merge_table.h"
 #include "io/pretokenize.h"
 
 namespace ic {
@@ -78,10 +79,6 @@ class Tokenizer {
   const TokenizerData& data() const { return data_; }
 
  private:
-  struct Merge {
-    int32_t rank;
-    int32_t result;
-  };
   struct Special {
     std::string text;
     int32_t id;
@@ -91,7 +88,7 @@ class Tokenizer {
   struct WordCache;  // per encode() call, so encode stays const and thread-safe
 
   // Appends the BPE ids of one pre-tokenized piece.
-  void bpe(std::string_view piece, std::vector<int32_t>& out) const;
+  void bpe(std::string_view piece, WordCache& scratch, std::vector<int32_t>& out) const;
   // Appends the ids of text that holds no special token.
   void encode_plain(std::string_view text, WordCache& cache, std::vector<int32_t>& out) const;
 
@@ -105,7 +102,7 @@ class Tokenizer {
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> token_ids_;
   std::vector<std::string> pieces_;                          // id -> raw bytes
   std::array<int32_t, 256> byte_token_{};                    // byte -> its token, -1 if none
-  std::unordered_map<uint64_t, Merge> merges_;               // (left id << 32 | right id)
+  MergeTable merges_;
   std::vector<Special> specials_;                            // longest first
   std::array<bool, 256> special_first_byte_{};
 };

@@ -11,16 +11,23 @@
 // to the block's range; dequantize_row returns the values actually used).
 //
 // Activations are quantised per token per 32-block to int8: s = max|x_b| / 127 and
-// xq = round(x / s) in [-127, 127], so per element |x - s * xq| <= s * (1/2 + 128 eps_f32)
-// (the 128 eps covers the rounding of x / s), i.e. about max|x_b| / 254. Then
-//   y[t, o] = sum_b fma(d[o,b] * s[t,b], dot_b(q, xq), ...)  then  fma(m[o,b], s[t,b] * sum_b(xq))
-// with an exact int32 dot per block and a fixed block order, so results do not depend on the
-// thread count, the tile shape or the ISA (every path does the same float operations).
+// xq = round(x * (127 / max|x_b|)) in [-127, 127], so per element
+//   |x - s * xq| <= s * (1/2 + 512 eps_f32)  ~  max|x_b| / 254:
+// rounding to an integer costs s/2; x * fl(127 / max) * s = x (1 + 3 delta) with |delta| <= eps
+// and |x| <= 127 s (1 + eps) gives the rest (381 eps, rounded up to 512 for the clamp and
+// second-order terms). Holds while s is a normal float (max|x_b| >= 127 * 2^-126). Then
+//   acc = fma(float(dot_b(q, xq)), d[o,b] * s[t,b], acc);
+//   acc = fma(m[o,b], s[t,b] * sum_b(xq), acc)
+// for b = 0, 1, ... with an exact int32 dot per block, so results do not depend on the thread
+// count, the tile shape or the ISA (every path does the same float operations in that order).
+// Threads: OpenMP (omp_get_max_threads) over pairs of 16-row groups x token chunks.
 //
 // Error against the exact f32 product (see qgemm_error_bound), per output:
-//   |qgemm - reference| <= sum_b s_b (1/2 + 128 eps) ||W[o, b]||_1          (activation rounding)
-//                        + gamma(2 nb + 4) * sum_b (|d s dot_b| + |m s sum_b(xq)|)  (f32 rounding)
-// with gamma(n) = n eps / (1 - n eps), eps = 2^-24, nb = n_in / 32.
+//   |qgemm - reference| <= sum_b s_b (1/2 + 512 eps) ||W[o, b]||_1        (activation rounding)
+//                        + gamma(2 nb + 4) sum_b (|d s dot_b| + |m s sum_b(xq)|)   (f32 rounding)
+// with gamma(n) = n eps / (1 - n eps), eps = 2^-24, nb = n_in / 32: each block adds two terms
+// with one fma rounding each, each term carries one rounding of its scale product, and three
+// more cover the reference's own roundings (qgemm.cpp, qgemm_error_bound).
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -92,6 +99,9 @@ struct QuantizedActs {
 // x: [n_tok, n_in] f32, finite (throws ic::Error naming the token otherwise). Reuses `out`'s
 // storage, so callers running many GEMMs on one input (q/k/v, gate/up) quantise once.
 void quantize_activations(const float* x, int64_t n_tok, int64_t n_in, QuantizedActs& out);
+// Same with an explicit ISA; every ISA gives bitwise identical results.
+void quantize_activations(const float* x, int64_t n_tok, int64_t n_in, QuantizedActs& out,
+                          CpuIsa isa);
 
 // y [n_tok, n_out] = x [n_tok, n_in] @ W^T; fast path (activations quantised to int8 per
 // 32-block). x and y are contiguous row-major. Uses cpu_isa() and omp_get_max_threads().

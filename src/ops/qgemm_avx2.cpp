@@ -119,3 +119,66 @@ void qgemm_avx2(const QgemmArgs& a, int64_t g0, int64_t g1, int64_t t0, int64_t 
 }
 
 }  // namespace ic::ops::detail
+
+namespace ic::ops::detail {
+
+// Same arithmetic as quantize_token_scalar, so the codes are bitwise identical.
+bool quantize_token_avx2(const float* x, int64_t nb, int8_t* q, float* scale, float* ssum,
+                         int32_t* sum) {
+  const __m256 lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  bool finite = true;
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256 xv[4];
+    __m256 mx = _mm256_setzero_ps();
+    const __m256 big = _mm256_set1_ps(3.40282347e38f);
+    int ok = 0xff;  // ordered compares are false for NaN, so this catches inf and NaN
+    for (int j = 0; j < 4; ++j) {
+      xv[j] = _mm256_loadu_ps(x + 32 * b + 8 * j);
+      const __m256 a = _mm256_and_ps(xv[j], absmask);
+      ok &= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_LE_OQ));
+      mx = _mm256_max_ps(mx, a);
+    }
+    const bool block_finite = ok == 0xff;
+    finite &= block_finite;
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    const float amax = _mm_cvtss_f32(m4);
+    const float s = block_finite ? amax / 127.0f : 0.0f;
+    int32_t acc = 0;
+    if (s > 0.0f) {
+      const __m256 inv = _mm256_set1_ps(127.0f / amax);
+      __m256i iv[4];
+      __m256i isum = _mm256_setzero_si256();
+      for (int j = 0; j < 4; ++j) {
+        __m256 v = _mm256_mul_ps(xv[j], inv);
+        v = _mm256_min_ps(_mm256_max_ps(v, nlim), lim);
+        v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+        iv[j] = _mm256_cvttps_epi32(v);
+        isum = _mm256_add_epi32(isum, iv[j]);
+      }
+      // int32 -> int8 with saturating packs (values are in [-127, 127]), then undo the
+      // lane interleave of the 256-bit packs.
+      const __m256i p16a = _mm256_packs_epi32(iv[0], iv[1]);
+      const __m256i p16b = _mm256_packs_epi32(iv[2], iv[3]);
+      const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+      const __m256i ordered =
+          _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256((__m256i*)(q + 32 * b), ordered);
+      __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(isum), _mm256_extracti128_si256(isum, 1));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+      acc = _mm_cvtsi128_si32(s4);
+    } else {
+      _mm256_storeu_si256((__m256i*)(q + 32 * b), _mm256_setzero_si256());
+    }
+    scale[b] = s;
+    sum[b] = acc;
+    ssum[b] = s * static_cast<float>(acc);
+  }
+  return finite;
+}
+
+}  // namespace ic::ops::detail

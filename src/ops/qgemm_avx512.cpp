@@ -147,3 +147,45 @@ int64_t probe_stream_read_avx512(const uint8_t* data, int64_t bytes) {
 }
 
 }  // namespace ic::ops::detail
+
+namespace ic::ops::detail {
+
+// Same arithmetic as quantize_token_scalar (multiply, clamp, add-subtract rounding, all exact
+// IEEE operations), so the codes are bitwise identical.
+bool quantize_token_avx512(const float* x, int64_t nb, int8_t* q, float* scale, float* ssum,
+                           int32_t* sum) {
+  const __m512 lim = _mm512_set1_ps(127.0f), magic = _mm512_set1_ps(12582912.0f);
+  bool finite = true;
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+    const __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
+    const __m512 big = _mm512_set1_ps(3.40282347e38f);
+    // Ordered compares are false for NaN, so this catches inf and NaN (max_ps would drop NaN).
+    const bool block_finite = (_mm512_cmp_ps_mask(a0, big, _CMP_LE_OQ) &
+                               _mm512_cmp_ps_mask(a1, big, _CMP_LE_OQ)) == 0xffff;
+    finite &= block_finite;
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+    const float s = block_finite ? amax / 127.0f : 0.0f;
+    int32_t acc = 0;
+    if (s > 0.0f) {
+      const __m512 inv = _mm512_set1_ps(127.0f / amax);
+      __m512 v0 = _mm512_mul_ps(x0, inv), v1 = _mm512_mul_ps(x1, inv);
+      v0 = _mm512_min_ps(_mm512_max_ps(v0, -lim), lim);
+      v1 = _mm512_min_ps(_mm512_max_ps(v1, -lim), lim);
+      v0 = _mm512_sub_ps(_mm512_add_ps(v0, magic), magic);
+      v1 = _mm512_sub_ps(_mm512_add_ps(v1, magic), magic);
+      const __m512i i0 = _mm512_cvttps_epi32(v0), i1 = _mm512_cvttps_epi32(v1);
+      _mm_storeu_si128((__m128i*)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
+      _mm_storeu_si128((__m128i*)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
+      acc = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    } else {
+      _mm256_storeu_si256((__m256i*)(q + 32 * b), _mm256_setzero_si256());
+    }
+    scale[b] = s;
+    sum[b] = acc;
+    ssum[b] = s * static_cast<float>(acc);
+  }
+  return finite;
+}
+
+}  // namespace ic::ops::detail

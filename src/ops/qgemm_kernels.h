@@ -24,6 +24,15 @@ void qgemm_scalar(const QgemmArgs& a, int64_t g0, int64_t g1, int64_t t0, int64_
 void qgemm_avx2(const QgemmArgs& a, int64_t g0, int64_t g1, int64_t t0, int64_t t1);
 void qgemm_avx512(const QgemmArgs& a, int64_t g0, int64_t g1, int64_t t0, int64_t t1);
 
+// Quantise one token x [nb * 32] (see qgemm.h); false if it has a non-finite value. All
+// three give bitwise identical results.
+bool quantize_token_scalar(const float* x, int64_t nb, int8_t* q, float* scale, float* ssum,
+                           int32_t* sum);
+bool quantize_token_avx2(const float* x, int64_t nb, int8_t* q, float* scale, float* ssum,
+                         int32_t* sum);
+bool quantize_token_avx512(const float* x, int64_t nb, int8_t* q, float* scale, float* ssum,
+                           int32_t* sum);
+
 // Token tile the kernel prefers (the dispatcher splits tokens in multiples of it).
 int qgemm_token_tile_avx512();
 

@@ -1,0 +1,268 @@
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/dtype.h"
+#include "ops/indexer.h"
+#include "ops/simd.h"
+#include "ops/topk.h"
+
+namespace ic::ops {
+
+void quantize_fp8_rows(const float* x, int64_t rows, int64_t dim, uint8_t* x8, float* scale) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float amax = 0.0f;
+    for (int64_t c = 0; c < dim; ++c) amax = std::max(amax, std::fabs(xr[c]));
+    const float s = amax > 0.0f ? amax / 448.0f : 1.0f;
+    for (int64_t c = 0; c < dim; ++c) x8[r * dim + c] = f32_to_f8e4m3(xr[c] / s);
+    scale[r] = s;
+  }
+}
+
+void quantize_indexer_query(const float* q, const float* w, int64_t n_q, int64_t n_heads,
+                            int64_t head_dim, uint8_t* q8, float* w_folded) {
+  quantize_fp8_rows(q, n_q * n_heads, head_dim, q8, w_folded);
+  for (int64_t i = 0; i < n_q * n_heads; ++i) w_folded[i] *= w[i];
+}
+
+namespace cpu {
+namespace {
+
+// e4m3 -> f32 for all 256 codes; every e4m3 value is exact in f32.
+std::array<float, 256> e4m3_table() {
+  std::array<float, 256> t{};
+  for (int i = 0; i < 256; ++i) t[i] = f8e4m3_to_f32(static_cast<uint8_t>(i));
+  return t;
+}
+
+}  // namespace
+
+void indexer_scores_reference(const IndexerParams& p, float* scores) {
+  const auto lut = e4m3_table();
+  const bool fp8 = p.dtype == DType::F8_E4M3;
+  auto qv = [&](int64_t i) -> double {
+    return fp8 ? lut[static_cast<const uint8_t*>(p.q)[i]] : static_cast<const float*>(p.q)[i];
+  };
+  auto kv = [&](int64_t i) -> double {
+    return fp8 ? lut[static_cast<const uint8_t*>(p.k)[i]] : static_cast<const float*>(p.k)[i];
+  };
+  const int64_t d = p.head_dim;
+  for (int64_t t = 0; t < p.n_q; ++t)
+    for (int64_t s = 0; s < p.n_keys; ++s) {
+      float& out = scores[t * p.n_keys + s];
+      if (s > p.q_pos0 + t) {
+        out = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      double total = 0.0;
+      for (int64_t h = 0; h < p.n_heads; ++h) {
+        double dot = 0.0;
+        for (int64_t c = 0; c < d; ++c) dot += qv((t * p.n_heads + h) * d + c) * kv(s * d + c);
+        total += static_cast<double>(p.w[t * p.n_heads + h]) * std::max(dot, 0.0);
+      }
+      out = static_cast<float>(fp8 ? total * p.k_scale[s] : total);
+    }
+}
+
+namespace {
+
+constexpr int64_t kKeyBlock = 32;        // keys per step: two 16-float vectors per head
+// Query rows sharing each transposed key block: enough that the transposition is amortised
+// over ~256 (row, head) dot products, within [16, 64] rows.
+constexpr int64_t kTargetHeadRows = 256;
+constexpr int64_t kMinChunkRows = 16;
+constexpr int64_t kMaxChunkRows = 64;
+constexpr int64_t kIndexerChunkBytes = int64_t{4} << 20;  // score rows held per chunk
+
+using f32x16 = float __attribute__((vector_size(64)));
+
+// One query row (all heads) against a transposed block of keys kt[c][32]:
+//   out[j] = sum_h w[h] * ReLU(sum_c q[h, c] * kt[c, j]).
+// Four heads at a time keep eight independent FMA chains in flight; heads are summed in
+// order 0..n_heads-1 and each lane is one key, so a key's score does not depend on where
+// its block or chunk starts (the thread count cannot change a bit).
+IC_SIMD_CLONES
+void score_row_block(const float* q, const float* w, const float* kt, int64_t n_heads, int64_t d,
+                     float* out) {
+  const f32x16 zero = {};
+  f32x16 tot0 = {}, tot1 = {};
+  int64_t h = 0;
+  for (; h + 4 <= n_heads; h += 4) {
+    const float* q0 = q + h * d;
+    const float* q1 = q0 + d;
+    const float* q2 = q1 + d;
+    const float* q3 = q2 + d;
+    f32x16 a0 = {}, b0 = {}, a1 = {}, b1 = {}, a2 = {}, b2 = {}, a3 = {}, b3 = {};
+    for (int64_t c = 0; c < d; ++c) {
+      f32x16 k0, k1;
+      std::memcpy(&k0, kt + c * kKeyBlock, sizeof k0);
+      std::memcpy(&k1, kt + c * kKeyBlock + 16, sizeof k1);
+      a0 += q0[c] * k0;
+      b0 += q0[c] * k1;
+      a1 += q1[c] * k0;
+      b1 += q1[c] * k1;
+      a2 += q2[c] * k0;
+      b2 += q2[c] * k1;
+      a3 += q3[c] * k0;
+      b3 += q3[c] * k1;
+    }
+    tot0 += w[h] * (a0 > zero ? a0 : zero);
+    tot1 += w[h] * (b0 > zero ? b0 : zero);
+    tot0 += w[h + 1] * (a1 > zero ? a1 : zero);
+    tot1 += w[h + 1] * (b1 > zero ? b1 : zero);
+    tot0 += w[h + 2] * (a2 > zero ? a2 : zero);
+    tot1 += w[h + 2] * (b2 > zero ? b2 : zero);
+    tot0 += w[h + 3] * (a3 > zero ? a3 : zero);
+    tot1 += w[h + 3] * (b3 > zero ? b3 : zero);
+  }
+  for (; h < n_heads; ++h) {
+    const float* qh = q + h * d;
+    f32x16 a = {}, b = {};
+    for (int64_t c = 0; c < d; ++c) {
+      f32x16 k0, k1;
+      std::memcpy(&k0, kt + c * kKeyBlock, sizeof k0);
+      std::memcpy(&k1, kt + c * kKeyBlock + 16, sizeof k1);
+      a += qh[c] * k0;
+      b += qh[c] * k1;
+    }
+    tot0 += w[h] * (a > zero ? a : zero);
+    tot1 += w[h] * (b > zero ? b : zero);
+  }
+  std::memcpy(out, &tot0, sizeof tot0);
+  std::memcpy(out + 16, &tot1, sizeof tot1);
+}
+
+// Keys [j0, j0 + nb) as f32, transposed to kt[c * 32 + j] and zero-padded to 32 keys.
+void load_key_block(const IndexerParams& p, const std::array<float, 256>& lut, int64_t j0,
+                    int64_t nb, float* kt) {
+  const int64_t d = p.head_dim;
+  if (nb < kKeyBlock) std::fill(kt, kt + d * kKeyBlock, 0.0f);
+  if (p.dtype == DType::F32) {
+    const float* k = static_cast<const float*>(p.k) + j0 * d;
+    for (int64_t j = 0; j < nb; ++j)
+      for (int64_t c = 0; c < d; ++c) kt[c * kKeyBlock + j] = k[j * d + c];
+  } else {
+    const uint8_t* k = static_cast<const uint8_t*>(p.k) + j0 * d;
+    for (int64_t j = 0; j < nb; ++j)
+      for (int64_t c = 0; c < d; ++c) kt[c * kKeyBlock + j] = lut[k[j * d + c]];
+  }
+}
+
+// The scoring state for a run of query rows: chunk size, row stride of the score buffer.
+struct ChunkPlan {
+  int64_t rows;  // query rows per chunk
+  int64_t ld;    // floats per buffered score row: covers every key block any row reads
+  int64_t n_chunks;
+};
+
+ChunkPlan plan_chunks(const IndexerParams& p) {
+  ChunkPlan c;
+  c.ld = (p.q_pos0 + p.n_q + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  const int64_t wanted = std::clamp(kTargetHeadRows / p.n_heads, kMinChunkRows, kMaxChunkRows);
+  c.rows = std::clamp<int64_t>(kIndexerChunkBytes / (c.ld * int64_t{sizeof(float)}), 1, wanted);
+  c.n_chunks = (p.n_q + c.rows - 1) / c.rows;
+  return c;
+}
+
+// Query rows [t0, t1) as f32 [rows, n_heads, head_dim]: a view of p.q, or dequantised into
+// `scratch` (exact, e4m3 fits f32).
+const float* chunk_query(const IndexerParams& p, const std::array<float, 256>& lut, int64_t t0,
+                         int64_t t1, std::vector<float>& scratch) {
+  const int64_t row = p.n_heads * p.head_dim;
+  if (p.dtype == DType::F32) return static_cast<const float*>(p.q) + t0 * row;
+  scratch.resize(static_cast<size_t>((t1 - t0) * row));
+  const uint8_t* q8 = static_cast<const uint8_t*>(p.q) + t0 * row;
+  for (int64_t i = 0; i < (t1 - t0) * row; ++i) scratch[i] = lut[q8[i]];
+  return scratch.data();
+}
+
+// Scores of query rows [t0, t1) for key blocks [b0, b1) into buf[(t - t0) * ld + s]. Entries
+// past a row's causal end hold unspecified values.
+void score_chunk(const IndexerParams& p, const std::array<float, 256>& lut, const float* qf,
+                 int64_t t0, int64_t t1, int64_t b0, int64_t b1, float* buf, int64_t ld, float* kt) {
+  const int64_t hd = p.n_heads * p.head_dim;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t j0 = b * kKeyBlock;
+    const int64_t nb = std::min(kKeyBlock, p.q_pos0 + t1 - j0);  // keys the last row sees
+    load_key_block(p, lut, j0, nb, kt);
+    for (int64_t t = t0; t < t1; ++t) {
+      if (j0 > p.q_pos0 + t) continue;
+      float* o = buf + (t - t0) * ld + j0;
+      score_row_block(qf + (t - t0) * hd, p.w + t * p.n_heads, kt, p.n_heads, p.head_dim, o);
+      if (p.dtype == DType::F8_E4M3)
+        for (int64_t j = 0; j < nb; ++j) o[j] *= p.k_scale[j0 + j];
+    }
+  }
+}
+
+int64_t key_blocks(const IndexerParams& p, int64_t t1) {
+  return (p.q_pos0 + t1 + kKeyBlock - 1) / kKeyBlock;
+}
+
+// Scores every query row chunk by chunk and calls emit(t, row, selector) once per row with
+// the row's scores (valid on [0, q_pos0 + t]); calls may run concurrently on different
+// threads, each with its own RowTopk. Many chunks: threads take whole chunks. Few (decode):
+// each chunk's key blocks are split across threads, then its rows.
+template <typename Emit>
+void score_rows(const IndexerParams& p, Emit emit) {
+  const auto lut = e4m3_table();
+  const ChunkPlan plan = plan_chunks(p);
+  const int64_t kt_floats = p.head_dim * kKeyBlock;
+  if (plan.n_chunks >= 2 * omp_get_max_threads()) {
+#pragma omp parallel
+    {
+      std::vector<float> buf(static_cast<size_t>(plan.rows * plan.ld)), kt(kt_floats), qs;
+      RowTopk sel;
+      // Later chunks see more keys: hand them out longest first.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t c = plan.n_chunks - 1; c >= 0; --c) {
+        const int64_t t0 = c * plan.rows, t1 = std::min(p.n_q, t0 + plan.rows);
+        const float* qf = chunk_query(p, lut, t0, t1, qs);
+        score_chunk(p, lut, qf, t0, t1, 0, key_blocks(p, t1), buf.data(), plan.ld, kt.data());
+        for (int64_t t = t0; t < t1; ++t) emit(t, buf.data() + (t - t0) * plan.ld, sel);
+      }
+    }
+    return;
+  }
+  std::vector<float> buf(static_cast<size_t>(plan.rows * plan.ld)), qs;
+  for (int64_t c = 0; c < plan.n_chunks; ++c) {
+    const int64_t t0 = c * plan.rows, t1 = std::min(p.n_q, t0 + plan.rows);
+    const float* qf = chunk_query(p, lut, t0, t1, qs);
+#pragma omp parallel
+    {
+      std::vector<float> kt(kt_floats);
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < key_blocks(p, t1); ++b)
+        score_chunk(p, lut, qf, t0, t1, b, b + 1, buf.data(), plan.ld, kt.data());
+      RowTopk sel;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t t = t0; t < t1; ++t) emit(t, buf.data() + (t - t0) * plan.ld, sel);
+    }
+  }
+}
+
+}  // namespace
+
+void indexer_scores(const IndexerParams& p, float* scores) {
+  score_rows(p, [&](int64_t t, const float* row, RowTopk&) {
+    const int64_t n = p.q_pos0 + t + 1;
+    float* out = scores + t * p.n_keys;
+    std::copy(row, row + n, out);
+    std::fill(out + n, out + p.n_keys, -std::numeric_limits<float>::infinity());
+  });
+}
+
+void indexer_topk(const IndexerParams& p, int32_t* topk, int64_t k) {
+  score_rows(p, [&](int64_t t, const float* row, RowTopk& sel) {
+    sel.select(row, p.q_pos0 + t + 1, k, topk + t * k);
+  });
+}
+
+}  // namespace cpu
+}  // namespace ic::ops
