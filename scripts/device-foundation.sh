@@ -4,37 +4,28 @@
 # on the GPU against the CPU, a greedy generation, and prefill/decode throughput on both.
 # Logs and a summary go to $OUT (the device tool's output folder; ./device-out elsewhere).
 #
-#   scripts/device-foundation.sh pack-deps DIR   (here) copy the Debian dev packages the build
-#                                                 needs into DIR, a prefix to carry along
 #   scripts/device-foundation.sh ops PARTS_DIR   (device) stage model parts from PARTS_DIR into
 #                                                 /tmp/model; build; everything needing no model
 #   scripts/device-foundation.sh all PARTS_DIR   (device) stage the remaining parts, reassemble
 #                                                 and check the model; build; everything
 #
+# A float64 reference JSON (scripts/reference_forward.py) placed at .reference.json in the tree
+# is used by the tests that compare with it.
+#
 # The model (98 MB) is larger than one call may carry, so it travels in parts over two calls
 # made back to back while the machine stays warm; /tmp/model keeps the first part between them.
+# From the session checkout (the device runs a copy of it, not of a worktree):
+#   rsync -a --delete --exclude .git --exclude build --exclude 'build-*' --exclude models WORKTREE/ .devtree/
+#   split -b 45M models/SmolLM2-135M-Instruct.Q4_1.gguf part_   (part_aa into .mpart1/, the rest into .mpart2/)
+#   run: cd .devtree && scripts/device-foundation.sh ops ../.mpart1   carry [.devtree, .mpart1]
+#   run: cd .devtree && scripts/device-foundation.sh all ../.mpart2   carry [.devtree, .mpart2], at once
 set -uo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
-mode=${1:?usage: $0 pack-deps DIR | ops PARTS_DIR | all PARTS_DIR}
+mode=${1:?usage: $0 ops|all PARTS_DIR}
 model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 model=/tmp/model/SmolLM2-135M-Instruct.Q4_1.gguf
-build=/tmp/icbuild  # outside the tree: the next call replaces the tree, not /tmp
-deps=$src/.deps-prefix
-
-if [ "$mode" = pack-deps ]; then
-  dir=${2:?pack-deps needs a directory}
-  mkdir -p "$dir"
-  for p in libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev; do
-    dpkg -L "$p" | grep -v '^/usr/share/doc' | while read -r f; do
-      [ -f "$f" ] || continue
-      mkdir -p "$dir/$(dirname "${f#/usr/}")"
-      cp -L "$f" "$dir/${f#/usr/}"  # links dereferenced: carried links may not survive
-    done
-  done
-  du -sh "$dir"
-  exit 0
-fi
+build=${IC_DEVICE_BUILD:-/tmp/icbuild}  # outside the tree: the next call replaces the tree, not /tmp
 
 parts=${2:?$mode needs the folder of model parts}
 OUT=${OUT:-$src/device-out}
@@ -44,11 +35,9 @@ summary=$OUT/summary.txt
 note() { echo "$*" | tee -a "$summary"; }
 export PATH=/usr/local/cuda/bin:$PATH
 
-{
-  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
-  nvcc --version | tail -n 2; cmake --version | head -n 1; g++ --version | head -n 1; nproc
-} >"$OUT/machine.txt" 2>&1
-note "machine: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1 | head -n 1), $(nproc) cores"
+# The tool brings back at most 8 files: one summary, one build log, one log per test run, one for the CLI.
+note "machine: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -n 1)," \
+  "$(nproc) cores, $(nvcc --version | tail -n 1), $(cmake --version | head -n 1), $(g++ --version | head -n 1)"
 
 mkdir -p /tmp/model/parts
 cp "$parts"/part_* /tmp/model/parts/ && note "model parts now here: $(ls /tmp/model/parts | tr '\n' ' ')"
@@ -61,18 +50,17 @@ if [ "$mode" = all ]; then
   note "model reassembled, SHA-256 ok"
   export IC_MODEL=$model
 fi
+# The float64 NumPy reference (scripts/reference_forward.py output), when carried along.
+[ -f "$src/.reference.json" ] && export IC_REFERENCE_JSON=$src/.reference.json && note "reference JSON: $IC_REFERENCE_JSON"
 
-# Configure with the machine's own libraries, else with the carried prefix.
-gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-cfg=(-S "$src" -B "$build" "${gen[@]}" -DWITH_CUDA=ON -DIC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Release)
-if ! cmake "${cfg[@]}" >"$OUT/configure.log" 2>&1; then
-  rm -rf "$build"
-  cmake "${cfg[@]}" -DCMAKE_PREFIX_PATH="$deps" >>"$OUT/configure.log" 2>&1 || {
-    note "FAIL: configure"; tail -n 30 "$OUT/configure.log"; exit 1; }
-  note "configured with the carried dependency prefix"
+# The device image has the Debian/Ubuntu dev packages the build needs (fmt, CLI11, nlohmann-json, GTest).
+gen=(); [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null && gen=(-G Ninja)  # a new build only
+if ! cmake -S "$src" -B "$build" "${gen[@]}" -DWITH_CUDA=ON -DIC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Release \
+    >"$OUT/build.log" 2>&1; then
+  note "FAIL: configure"; tail -n 30 "$OUT/build.log"; exit 1
 fi
 t0=$(date +%s)
-if ! cmake --build "$build" -j "$(nproc)" >"$OUT/build.log" 2>&1; then
+if ! cmake --build "$build" -j "$(nproc)" >>"$OUT/build.log" 2>&1; then
   note "FAIL: build"; grep -E -m 20 -A 3 "error" "$OUT/build.log"; exit 1
 fi
 note "build: $(( $(date +%s) - t0 )) s"
@@ -85,8 +73,8 @@ run_tests() {  # name, then gtest arguments
   local rc=$?
   [ $rc -eq 0 ] || status=1
   note "$name: rc $rc, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]' "$OUT/$name.log" | tr '\n' ' ') ($(( $(date +%s) - t )) s)"
-  grep -E '^\[  FAILED  \] [A-Za-z]' "$OUT/$name.log" | sort -u | tee -a "$summary"
-  grep -E '^\[ (linear|attention|model|perplexity)' "$OUT/$name.log" >>"$summary"
+  grep -E -B1 -A3 'Failure$' "$OUT/$name.log" | tee -a "$summary"
+  grep -E '^\[ (linear|attention|model|perplexity)' "$OUT/$name.log" | tee -a "$summary"
 }
 
 if [ "$mode" = ops ]; then
@@ -109,12 +97,14 @@ fi
 run_tests tests_all
 ic=$build/indexcache
 text=$src/tests/data/reference_text.txt
+rm -f /tmp/ppl_cuda.json /tmp/ppl_cpu.json
 for dev in cuda cpu; do
-  "$ic" perplexity --device "$dev" -f "$text" --ctx-size 512 --json >"$OUT/ppl_$dev.json" 2>"$OUT/ppl_$dev.err" ||
-    { status=1; note "FAIL: perplexity on $dev"; tail -n 5 "$OUT/ppl_$dev.err"; }
-  note "perplexity $dev: $(cat "$OUT/ppl_$dev.json")"
+  "$ic" perplexity --device "$dev" -f "$text" --ctx-size 512 --json >"/tmp/ppl_$dev.json" 2>>"$OUT/cli.log" ||
+    { status=1; note "FAIL: perplexity on $dev"; }
+  note "perplexity $dev: $(cat "/tmp/ppl_$dev.json")"
 done
-python3 - "$OUT/ppl_cuda.json" "$OUT/ppl_cpu.json" <<'PY' | tee -a "$summary" || status=1
+[ -s /tmp/ppl_cuda.json ] && [ -s /tmp/ppl_cpu.json ] &&
+python3 - /tmp/ppl_cuda.json /tmp/ppl_cpu.json <<'PY' | tee -a "$summary" || status=1
 import json, sys
 g, c = (json.load(open(p)) for p in sys.argv[1:3])
 r = g["ppl"] / c["ppl"]
@@ -122,11 +112,15 @@ print(f"perplexity cuda/cpu = {r:.5f} (cuda {g['ppl']:.4f}, cpu {c['ppl']:.4f}, 
       + ("ok, within 0.5%" if abs(r - 1) < 0.005 else "FAIL, beyond 0.5%"))
 sys.exit(0 if abs(r - 1) < 0.005 else 1)
 PY
-"$ic" generate --device cuda -p "The three primary colours are" -n 48 >"$OUT/generate_cuda.txt" 2>&1 || status=1
-"$ic" generate --device cuda --chat -p "What is the capital of France?" -n 48 >>"$OUT/generate_cuda.txt" 2>&1 || status=1
-note "generate (cuda, greedy):"; sed 's/^/  /' "$OUT/generate_cuda.txt" | tee -a "$summary"
+{
+  "$ic" generate --device cuda -p "The three primary colours are" -n 48 2>&1 || status=1
+  "$ic" generate --device cuda --chat -p "What is the capital of France?" -n 48 2>&1 || status=1
+} >/tmp/generate.txt
+cat /tmp/generate.txt >>"$OUT/cli.log"
+note "generate (cuda, greedy):"; sed 's/^/  /' /tmp/generate.txt | tee -a "$summary"
 for dev in cuda cpu; do
-  "$ic" bench --device "$dev" --n-prompt 512 --n-gen 128 --reps 3 >"$OUT/bench_$dev.txt" 2>&1 || status=1
-  note "bench $dev (prompt 512, gen 128, best of 3):"; tail -n 3 "$OUT/bench_$dev.txt" | tee -a "$summary"
+  "$ic" bench --device "$dev" --n-prompt 512 --n-gen 128 --reps 3 >"/tmp/bench_$dev.txt" 2>&1 || status=1
+  cat "/tmp/bench_$dev.txt" >>"$OUT/cli.log"
+  note "bench $dev (prompt 512, gen 128, best of 3):"; tail -n 3 "/tmp/bench_$dev.txt" | tee -a "$summary"
 done
 exit $status

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
 
@@ -124,9 +126,70 @@ TEST(ModelCuda, PerplexityMatchesCpuFastPath) {
   mad /= g.nll.size();
   std::printf("[ perplexity %lld tokens, ctx 256 ] cuda %.4f  cpu %.4f  ratio %.5f  mean |nll gap| %.4f\n",
               (long long)ids.size(), g.ppl, c.ppl, g.ppl / c.ppl, mad);
+  // Per token only reported: the gap is the CPU path's int8 quantisation, which
+  // test_model_reference.cpp bounds against float64; the GPU's own bound is the test below.
   EXPECT_NEAR(g.ppl / c.ppl, 1.0, kPplRelTol);
-  // The CPU fast path's per-token bound against the reference (test_model_reference.cpp).
-  EXPECT_LT(mad, 0.1 / 4);
+}
+
+// Against the independent float64 NumPy forward (scripts/reference_forward.py; $IC_REFERENCE_JSON,
+// else build/reference.json), with the tolerances docs/REFERENCE.md derives for a float32
+// engine (8-10x over its measured float32-vs-float64 gaps): prompt log-probs max 1e-3, mean 1e-4;
+// text per-token nll max 5e-3, mean 1e-4; perplexity 1e-4 relative.
+TEST(ModelCuda, MatchesNumpyFloat64Reference) {
+  IC_CUDA_OR_SKIP();
+  IC_TEST_MODEL_OR_SKIP(path);
+  std::string json_path = std::string(IC_SOURCE_DIR) + "/build/reference.json";
+  if (const char* p = std::getenv("IC_REFERENCE_JSON"); p && *p) json_path = p;
+  if (!std::filesystem::exists(json_path)) GTEST_SKIP() << "no reference JSON at " << json_path;
+  std::ifstream in(json_path);
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  LlamaModel& m = gpu_model(path);
+  const int64_t V = m.config().vocab;
+  double worst = 0, sum = 0;
+  int64_t count = 0;
+  auto gap = [&](double mine, double theirs) {
+    const double d = std::fabs(mine - theirs);
+    worst = std::max(worst, d);
+    sum += d;
+    ++count;
+  };
+  for (const auto& p : ref["prompts"]) {
+    const auto ids = p["ids"].get<std::vector<int32_t>>();
+    const auto lp_next = p["logprob_next"].get<std::vector<double>>();
+    const auto last = p["last_logprobs"].get<std::vector<double>>();
+    const auto top1 = p["top1"].get<std::vector<int32_t>>();
+    const int64_t n = static_cast<int64_t>(ids.size());
+    KVCache kv(m.config(), n, Device::CUDA);
+    Tensor logits;
+    m.forward(ids, kv, logits, true);
+    for (int64_t t = 0; t < n; ++t) {
+      const std::span<const float> row(logits.data<float>() + t * V, static_cast<size_t>(V));
+      if (t + 1 < n) gap(log_prob(row, ids[t + 1]), lp_next[t]);
+      EXPECT_EQ(argmax(row), top1[t]) << "position " << t;  // reference margins are >= 0.015
+    }
+    const std::span<const float> row(logits.data<float>() + (n - 1) * V, static_cast<size_t>(V));
+    for (int64_t v = 0; v < V; ++v)
+      if (last[v] > std::log(1e-3)) gap(log_prob(row, static_cast<int32_t>(v)), last[v]);
+  }
+  std::printf("[ model cuda vs numpy f64 ] prompts: %lld log-probs, max |gap| %.2e, mean %.2e\n", (long long)count,
+              worst, sum / count);
+  EXPECT_LT(worst, 1e-3);
+  EXPECT_LT(sum / count, 1e-4);
+
+  const auto& r = ref["perplexity"];
+  const auto ids = r["ids"].get<std::vector<int32_t>>();
+  const auto nll = r["nll"].get<std::vector<double>>();
+  const PerplexityResult mine = perplexity(m, ids, r["ctx"].get<int64_t>());
+  ASSERT_EQ(mine.nll.size(), nll.size());
+  worst = sum = 0;
+  count = 0;
+  for (size_t i = 0; i < nll.size(); ++i) gap(mine.nll[i], nll[i]);
+  const double rel = mine.ppl / r["ppl"].get<double>() - 1.0;
+  std::printf("[ model cuda vs numpy f64 ] text: %lld tokens, nll max |gap| %.2e, mean %.2e, ppl %.5f vs %.5f (%.1e)\n",
+              (long long)count, worst, sum / count, mine.ppl, r["ppl"].get<double>(), rel);
+  EXPECT_LT(worst, 5e-3);
+  EXPECT_LT(sum / count, 1e-4);
+  EXPECT_LT(std::fabs(rel), 1e-4);
 }
 
 }  // namespace
