@@ -140,6 +140,8 @@ TEST(AttentionCpu, MatchesReferenceAcrossShapes) {
   SCOPED_TRACE(rng.seed);
   check_attention(rng, 1, 0, 9, 3, 64, 1.0f);     // first token
   check_attention(rng, 1, 300, 9, 3, 64, 1.0f);   // decode step
+  check_attention(rng, 2, 5000, 9, 3, 64, 1.0f);  // decode, two positions, threaded
+  check_attention(rng, 1, 40, 4, 2, 48, 1.0f);    // decode, head_dim not a multiple of 16
   check_attention(rng, 37, 0, 9, 3, 64, 1.0f);    // prefill, not a multiple of 8 or 16
   check_attention(rng, 20, 17, 4, 1, 32, 2.0f);   // prefill after a cached prefix, MQA
   check_attention(rng, 64, 0, 2, 2, 128, 3.0f);   // MHA, peaked softmax

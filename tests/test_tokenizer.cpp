@@ -394,7 +394,9 @@ TEST(SmolLM2Tokenizer, StreamsTokensAsWholeCharacters) {
   EXPECT_EQ(joined, text);
 }
 
-TEST(SmolLM2Tokenizer, EncodesAMegabyteQuickly) {
+// Round trip of a megabyte of pseudo-English; its speed is reported here but judged only in the
+// benchmark (bench/bench_tokenizer.cpp), never by a timed test.
+TEST(SmolLM2Tokenizer, EncodesAMegabyteRoundTrip) {
   SMOLLM2_OR_SKIP(tok);
   // Pseudo-English: 5,000 distinct words with a Zipf-like skew, punctuation, digits, newlines.
   std::mt19937 rng(3);
@@ -419,9 +421,6 @@ TEST(SmolLM2Tokenizer, EncodesAMegabyteQuickly) {
   EXPECT_EQ(tok->decode(ids), text);
   std::printf("[ perf     ] encoded %zu bytes into %zu tokens in %.3f s (%.1f MB/s)\n", text.size(), ids.size(),
               s, text.size() / s / 1e6);
-#ifdef NDEBUG
-  EXPECT_LT(s, 1.0);
-#endif
 }
 
 }  // namespace

@@ -11,12 +11,16 @@
 #define IC_SIMD_CLONES
 #endif
 
+// Helpers on GCC vectors must be inlined into each target clone: called out of line, a 64-byte
+// vector would cross between functions compiled for different instruction sets.
+#define IC_INLINE inline __attribute__((always_inline))
+
 namespace ic::ops {
 
 constexpr int kLanes = 16;
 
 // sum_j a[j] * b[j] with 16 explicit partial sums (vectorises to one zmm or two ymm).
-inline float dot_f32(const float* a, const float* b, int64_t n) {
+IC_INLINE float dot_f32(const float* a, const float* b, int64_t n) {
   float acc[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes)
@@ -32,28 +36,62 @@ inline float sum_squares(const float* a, int64_t n) { return dot_f32(a, a, n); }
 }  // namespace ic::ops
 
 #include <bit>
+#include <type_traits>
 
 namespace ic::ops {
 
 // exp(x) for float, branch-free so loops over it vectorise. Range reduction x = n ln2 + r with
 // |r| <= ln2/2 (ln2 split in two parts so n*ln2 is exact), then a degree-6 Taylor polynomial:
-// truncation error < (ln2/2)^7/7! ~ 1.3e-7 relative, about 1 ulp on top of rounding.
-// Inputs below -87.3 flush to 0 (exp underflows there anyway); above 88.7 clamp to FLT_MAX range.
-inline float exp_fast(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-  const float n = __builtin_roundf(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
-  float p = 1.0f / 720.0f;
+// truncation error < (ln2/2)^7/7! ~ 1.3e-7 relative, about 1 ulp on top of rounding. n is
+// rounded to nearest by adding 1.5 * 2^23 (exact for |n| < 2^22), which needs no libm call.
+// Inputs below -87.3 give 0 (exp underflows there anyway); above 88.7 clamp.
+template <typename F, typename I>
+IC_INLINE F exp_fast_impl(F x) {
+  x = x < -87.3f ? F{} + -87.3f : x;
+  x = x > 88.7f ? F{} + 88.7f : x;
+  const F n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const F r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+  F p = F{} + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
   p = p * r + 1.0f / 6.0f;
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  const float scale = std::bit_cast<float>(bits);
-  const float y = p * scale;
-  return x <= -87.3f ? 0.0f : y;
+  I bits;
+  if constexpr (std::is_same_v<F, float>) {
+    bits = (static_cast<I>(n) + 127) << 23;
+    return x <= -87.3f ? 0.0f : p * std::bit_cast<float>(bits);
+  } else {
+    bits = (__builtin_convertvector(n, I) + 127) << 23;
+    const F y = p * reinterpret_cast<const F&>(bits);
+    return x <= -87.3f ? F{} : y;
+  }
+}
+
+IC_INLINE float exp_fast(float x) { return exp_fast_impl<float, int32_t>(x); }
+
+// 16 floats as one GCC vector: one zmm on AVX-512, two ymm on AVX2, four xmm otherwise; the
+// target_clones of a kernel decide. Used where auto-vectorisation of short fixed loops fails.
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+IC_INLINE v16f load16(const float* p) {
+  v16f v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+IC_INLINE void store16(float* p, v16f v) { __builtin_memcpy(p, &v, sizeof v); }
+IC_INLINE v16f exp_fast(v16f x) { return exp_fast_impl<v16f, v16i>(x); }
+IC_INLINE float hmax(v16f v) {
+  float m = v[0];
+  for (int i = 1; i < 16; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+IC_INLINE float hsum(v16f v) {  // fixed pairwise order
+  for (int w = 8; w > 0; w /= 2)
+    for (int i = 0; i < w; ++i) v[i] += v[i + w];
+  return v[0];
 }
 
 }  // namespace ic::ops

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Command-line checks run by ctest: real invocations of build/indexcache on the real model,
+# their JSON outputs, and clear errors (exit 1 and a message) for bad input.
+# Usage: cli_test.sh INDEXCACHE_BINARY SOURCE_DIR CASE
+set -uo pipefail
+bin=$1 src=$2 case=$3
+model=${IC_MODEL:-$src/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+if [ ! -f "$model" ]; then
+  [ "${IC_REQUIRE_MODEL:-0}" = 1 ] && { echo "model missing: $model"; exit 1; }
+  echo "model missing, skipped"; exit 77
+fi
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+expect_error() {  # expect_error PATTERN CMD...: exit status 1 and PATTERN on stderr
+  local pattern=$1; shift
+  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  [ $rc -eq 1 ] || fail "expected exit 1, got $rc from: $*"
+  grep -q -- "$pattern" "$tmp/err" || fail "stderr lacks '$pattern': $(cat "$tmp/err")"
+}
+case $case in
+  tokenize)
+    out=$("$bin" tokenize -m "$model" -p "The capital of France is" --json) || fail "tokenize failed"
+    [ "$out" = "[504,3575,282,4649,314]" ] || fail "tokenize gave $out" ;;
+  generate)
+    a=$("$bin" generate -m "$model" -p "The capital of France is" -n 8 --json -t 1) || fail "generate failed"
+    b=$("$bin" generate -m "$model" -p "The capital of France is" -n 8 --json -t 2) || fail "generate failed"
+    python3 - "$a" "$b" <<'PY' || exit 1
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert a["tokens"] == b["tokens"], ("greedy output depends on threads", a["tokens"], b["tokens"])
+assert len(a["tokens"]) == 8 and a["text"].startswith(" Paris"), a
+PY
+    chat=$("$bin" generate -m "$model" --chat -p "What is 2+2?" -n 24 --temp 0.7 --seed 3 --top-p 0.9 2>/dev/null) || fail "chat failed"
+    [ -n "$chat" ] || fail "chat produced nothing" ;;
+  perplexity)
+    head -c 6000 "$src/tests/data/reference_text.txt" > "$tmp/t.txt"
+    out=$("$bin" perplexity -m "$model" -f "$tmp/t.txt" -c 256 --json) || fail "perplexity failed"
+    python3 - "$out" <<'PY' || exit 1
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["tokens"] > 1000 and r["windows"] == -(-r["tokens"] // 256), r
+assert 3 < r["ppl"] < 60, r
+PY
+    ;;
+  errors)
+    expect_error "cannot open\|No such\|open" "$bin" generate -m /nonexistent.gguf -p hi
+    head -c 100000 "$model" > "$tmp/trunc.gguf"
+    expect_error "gguf\|GGUF\|past the end" "$bin" generate -m "$tmp/trunc.gguf" -p hi
+    printf 'not a gguf file at all' > "$tmp/bad.gguf"
+    expect_error "magic" "$bin" tokenize -m "$tmp/bad.gguf" -p hi
+    expect_error "exceeds the model's context" "$bin" generate -m "$model" -p hi -n 9000
+    echo "hello" > "$tmp/t.txt"
+    expect_error "exceeds the model's trained context" "$bin" perplexity -m "$model" -f "$tmp/t.txt" -c 10000
+    "$bin" generate --help | grep -q -- "--top-p" || fail "generate --help lacks --top-p"
+    "$bin" perplexity --help | grep -q -- "--ctx-size" || fail "perplexity --help lacks --ctx-size" ;;
+  *) fail "unknown case $case" ;;
+esac
+echo "ok: $case"
