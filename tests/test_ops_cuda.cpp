@@ -266,6 +266,65 @@ TEST(AttentionCuda, MatchesReferenceAcrossShapes) {
   check_attention(rng, 100, 1000, 8, 2, 128, 1.0f);  // group of 4, prefill after a prefix, split keys
 }
 
+// The rounding bounds above grow with the context (n u), so at 4000 keys they would not notice one
+// key too many or too few. Here every key of a head is the same vector, so each query's softmax
+// is exactly uniform over the keys it may see, and marker dims of v make the mask visible:
+// v[., 0] = 1 gives 1, v[s, 1] = [s == newest visible] and v[s, 2] = [s == 0] give 1/(p + 1)
+// at position p, v[s, 3] = [s > p] (a key past the row) gives 0. One key missing or extra moves
+// these by a whole 1/(p + 1) or more, far beyond the rounding of a sum of equal weights.
+TEST(AttentionCuda, UniformScoresCountTheVisibleKeys) {
+  IC_CUDA_OR_SKIP();
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  struct Case { int64_t n_q, q_pos0, heads, kv_heads; };
+  for (const Case c : {Case{1, 0, 9, 3}, Case{1, 4000, 9, 3}, Case{513, 0, 9, 3}, Case{200, 0, 2, 1},
+                       Case{100, 1000, 8, 2}, Case{37, 17, 4, 1}}) {
+    SCOPED_TRACE(testing::Message() << "n_q " << c.n_q << " q_pos0 " << c.q_pos0);
+    const int64_t hd = 64, cap = c.q_pos0 + c.n_q, n = cap;
+    auto q = rng.normal(c.n_q * c.heads * hd), key = rng.normal(c.kv_heads * hd), v = rng.normal(c.kv_heads * cap * hd);
+    std::vector<float> k(c.kv_heads * cap * hd);
+    for (int64_t g = 0; g < c.kv_heads; ++g)
+      for (int64_t s = 0; s < cap; ++s)
+        for (int64_t d = 0; d < hd; ++d) k[(g * cap + s) * hd + d] = key[g * hd + d];
+    const Tensor gq = to_gpu(q, {c.n_q, c.heads, hd}), gk = to_gpu(k, {c.kv_heads, cap, hd});
+    // Marker dims need the newest position per query, so run one query at a time for dim 1 and
+    // 3, and all queries at once for dims 0 and 2 (the shapes under test).
+    for (int64_t g = 0; g < c.kv_heads; ++g)
+      for (int64_t s = 0; s < cap; ++s) {
+        v[(g * cap + s) * hd + 0] = 1.0f;
+        v[(g * cap + s) * hd + 2] = s == 0 ? 1.0f : 0.0f;
+      }
+    Tensor out = nan_gpu({c.n_q, c.heads, hd});
+    attention(gq, gk, to_gpu(v, {c.kv_heads, cap, hd}), c.q_pos0, 0.125f, out);
+    const auto got = to_host(out);
+    for (int64_t i = 0; i < c.n_q; ++i)
+      for (int64_t h = 0; h < c.heads; ++h) {
+        const double visible = c.q_pos0 + i + 1;
+        const float* o = got.data() + (i * c.heads + h) * hd;
+        ASSERT_NEAR(o[0], 1.0, gamma(n + 8)) << "weights do not sum to one, query " << i;
+        ASSERT_NEAR(o[2] * visible, 1.0, gamma(n + 8)) << "key 0 weight, query " << i;
+      }
+    // Newest key and keys past the row: marker depends on the row, so one decode-style call per
+    // sampled query position (first, middle, last), each over the same cache.
+    for (int64_t i : {int64_t{0}, c.n_q / 2, c.n_q - 1}) {
+      const int64_t pos = c.q_pos0 + i;
+      for (int64_t g = 0; g < c.kv_heads; ++g)
+        for (int64_t s = 0; s < cap; ++s) {
+          v[(g * cap + s) * hd + 1] = s == pos ? 1.0f : 0.0f;
+          v[(g * cap + s) * hd + 3] = s > pos ? 1.0f : 0.0f;
+        }
+      Tensor out1 = nan_gpu({c.n_q, c.heads, hd});
+      attention(gq, gk, to_gpu(v, {c.kv_heads, cap, hd}), c.q_pos0, 0.125f, out1);
+      const auto got1 = to_host(out1);
+      for (int64_t h = 0; h < c.heads; ++h) {
+        const float* o = got1.data() + (i * c.heads + h) * hd;
+        ASSERT_NEAR(o[1] * (pos + 1.0), 1.0, gamma(n + 8)) << "newest key weight, query " << i;
+        ASSERT_EQ(o[3], 0.0f) << "a key past query " << i << " was attended";
+      }
+    }
+  }
+}
+
 TEST(AttentionCuda, UnsupportedHeadDimSaysWhatIsSupported) {
   IC_CUDA_OR_SKIP();
   const Tensor q = nan_gpu({1, 2, 48}), k = nan_gpu({1, 4, 48});
