@@ -8,7 +8,9 @@ namespace ic {
 
 bool cuda_available() {
   int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  if (cudaGetDeviceCount(&n) == cudaSuccess) return n > 0;
+  cudaGetLastError();  // no driver or no device: clear the error so the next launch check does not see it
+  return false;
 }
 
 namespace cuda {
@@ -21,7 +23,7 @@ void* alloc(int64_t bytes) {
     cudaGetLastError();  // clear the sticky-free error state
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    fail("GPU allocation of {:.1f} MiB failed: {} ({:.1f} MiB free of {:.1f} MiB)",
+    fail("GPU allocation of {} bytes ({:.1f} MiB) failed: {} ({:.1f} MiB free of {:.1f} MiB)", bytes,
          bytes / 1048576.0, cudaGetErrorString(e), free_b / 1048576.0, total_b / 1048576.0);
   }
   return p;

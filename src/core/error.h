@@ -14,10 +14,19 @@ class Error : public std::runtime_error {
 };
 
 // Throw an ic::Error formatted with fmt: fail("bad magic in {}", path).
+#ifdef __CUDACC__
+// nvcc's C++20 front end cannot evaluate fmt's consteval format-string check, so CUDA sources
+// check the format when it is used instead (a different signature: no ODR clash).
+template <typename... Args>
+[[noreturn]] void fail(fmt::string_view f, const Args&... args) {
+  throw Error(fmt::vformat(f, fmt::make_format_args(args...)));
+}
+#else
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
   throw Error(fmt::format(f, std::forward<Args>(args)...));
 }
+#endif
 
 }  // namespace ic
 

@@ -52,7 +52,8 @@ void indexer_scores(const Tensor& q, const Tensor& k, const Tensor& k_scale, con
            "indexer_scores: scores {} must be [n_q, n_keys] = [{}, {}]", scores.desc(), p.n_q, p.n_keys);
   if (q.device() == Device::CPU) return cpu::indexer_scores(p, scores.data<float>());
 #ifdef IC_WITH_CUDA
-  cuda::indexer_scores(p, scores.data<float>());
+  // No CUDA kernel yet (the DSA kernels are a later issue); the CUDA build must still link.
+  fail("indexer_scores: no CUDA kernel yet; the DSA operations run on the CPU only for now");
 #else
   fail_no_cuda("indexer_scores");
 #endif
@@ -66,7 +67,8 @@ void indexer_topk(const Tensor& q, const Tensor& k, const Tensor& k_scale, const
            topk.desc(), p.n_q);
   if (q.device() == Device::CPU) return cpu::indexer_topk(p, topk.data<int32_t>(), topk.dim(1));
 #ifdef IC_WITH_CUDA
-  cuda::indexer_topk(p, topk.data<int32_t>(), topk.dim(1));
+  // No CUDA kernel yet (the DSA kernels are a later issue); the CUDA build must still link.
+  fail("indexer_topk: no CUDA kernel yet; the DSA operations run on the CPU only for now");
 #else
   fail_no_cuda("indexer_topk");
 #endif
