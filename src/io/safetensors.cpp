@@ -386,7 +386,7 @@ Tensor File::tensor_view(const TensorInfo& info) const {
   const int64_t align = dtype_size(info.dtype_name);
   if (reinterpret_cast<uintptr_t>(info.data) % static_cast<uintptr_t>(align) != 0) {
     Tensor t = Tensor::empty(shape, *info.dtype);
-    std::memcpy(t.raw(), info.data, static_cast<size_t>(info.nbytes));
+    if (info.nbytes > 0) std::memcpy(t.raw(), info.data, static_cast<size_t>(info.nbytes));
     return t;
   }
   // The mapping is read-only: callers must treat the view as const (ic::Tensor has no
@@ -417,10 +417,14 @@ Tensor File::read_f32(const TensorInfo& info) const {
   } catch (const Error& e) {
     fail("{}: {}", path_, e.what());
   }
+  const std::string& dt = info.dtype_name;
+  IC_CHECK(dt == "F32" || dt == "F16" || dt == "BF16" || dt == "F8_E4M3" || dt == "F8_E5M2",
+           "tensor '{}' in {} has dtype {}; read_f32 converts F32, F16, BF16, F8_E4M3 and "
+           "F8_E5M2", info.name, path_, dt);
   Tensor out = Tensor::empty(shape, DType::F32);
   float* dst = out.data<float>();
   const int64_t n = info.numel();
-  const std::string& dt = info.dtype_name;
+  if (n == 0) return out;  // an empty tensor's storage may be null: nothing to convert
   if (dt == "F32") std::memcpy(dst, info.data, static_cast<size_t>(info.nbytes));
   else if (dt == "F16") convert_all<uint16_t>(info.data, dst, n, f16_to_f32);
   else if (dt == "BF16") convert_all<uint16_t>(info.data, dst, n, bf16_to_f32);
@@ -429,9 +433,6 @@ Tensor File::read_f32(const TensorInfo& info) const {
   else if (dt == "F8_E5M2")
     convert_all<uint8_t>(info.data, dst, n,
                          [](uint8_t v) { return f16_to_f32(static_cast<uint16_t>(v << 8)); });
-  else
-    fail("tensor '{}' in {} has dtype {}; read_f32 converts F32, F16, BF16, F8_E4M3 and F8_E5M2",
-         info.name, path_, dt);
   return out;
 }
 
