@@ -7,6 +7,7 @@
 //   I[t,s] = sum_h w[t,h] * ReLU(q[t,h] . k[s]),  s <= t;  T_t = TopK_s(I[t, s], topk)
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "ops/rope.h"
@@ -40,5 +41,22 @@ struct IndexerWeights {
   static IndexerWeights random(const IndexerConfig& cfg, int64_t dim, uint64_t seed);
   void check(const IndexerConfig& cfg, int64_t dim) const;  // shapes and dtypes
 };
+
+// The indexer's per-token tensors for n tokens at positions `pos`.
+struct IndexerActivations {
+  Tensor q;  // F32 [n, n_heads, head_dim], RoPE applied
+  Tensor k;  // F32 [n, head_dim], LayerNorm then RoPE
+  Tensor w;  // F32 [n, n_heads], weight_scale() folded in
+};
+
+// x: F32 [n, dim] (the layer's attention-norm output) on the CPU; pos: I32 [n].
+IndexerActivations indexer_project(const IndexerConfig& cfg, const IndexerWeights& weights, const Tensor& x,
+                                   const Tensor& pos);
+
+// The indexer and its top-k written out plainly, in double: every score I[t, s], s <= t, of n
+// tokens at positions 0..n-1, each row sorted by (score desc, index asc); -1 pads rows with
+// fewer than topk predecessors. x: [n, dim] host floats. Returns [n, topk].
+std::vector<int32_t> indexer_topk_reference(const IndexerConfig& cfg, const IndexerWeights& weights, const float* x,
+                                            int64_t n, int64_t dim);
 
 }  // namespace ic

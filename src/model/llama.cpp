@@ -7,6 +7,8 @@
 #include "io/dequant.h"
 #include "io/gguf.h"
 #include "ops/attention.h"
+#include "ops/indexer.h"
+#include "ops/sparse_attention.h"
 #include "ops/elementwise.h"
 #include "ops/rms_norm.h"
 #include "ops/swiglu.h"
@@ -62,12 +64,21 @@ LlamaConfig LlamaConfig::from_gguf(const gguf::File& f) {
   return c;
 }
 
-KVCache::KVCache(const LlamaConfig& cfg, int64_t capacity, Device device) : capacity_(capacity) {
+KVCache::KVCache(const LlamaConfig& cfg, int64_t capacity, Device device, const DsaSpec* dsa) : capacity_(capacity) {
   IC_CHECK(capacity > 0, "KV cache capacity must be positive, got {}", capacity);
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     k_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
     v_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
+    const bool full = dsa && dsa->pattern.is_full(l);
+    index_k_.push_back(full ? Tensor::empty({capacity, dsa->config.head_dim}, DType::F32, Device::CPU) : Tensor());
   }
+}
+
+int64_t KVCache::index_bytes() const {
+  int64_t b = 0;
+  for (const Tensor& t : index_k_)
+    if (t.defined()) b += t.nbytes();
+  return b;
 }
 
 void KVCache::set_size(int64_t n) {
@@ -78,10 +89,21 @@ void KVCache::set_size(int64_t n) {
 int64_t KVCache::bytes() const {
   int64_t b = 0;
   for (size_t l = 0; l < k_.size(); ++l) b += k_[l].nbytes() + v_[l].nbytes();
-  return b;
+  return b + index_bytes();
 }
 
 LlamaModel::~LlamaModel() = default;
+
+void LlamaModel::set_dsa(std::shared_ptr<const DsaSpec> spec) {
+  if (spec) {
+    IC_CHECK(device_ == Device::CPU, "DSA runs on the CPU only for now (its CUDA kernels are not written yet)");
+    IC_CHECK(spec->n_layers() == cfg_.n_layers, "DSA spec for {} layers on a model of {}", spec->n_layers(),
+             cfg_.n_layers);
+    for (int64_t l = 0; l < cfg_.n_layers; ++l)
+      if (spec->pattern.is_full(l)) spec->indexers[l].check(spec->config, cfg_.dim);
+  }
+  dsa_ = std::move(spec);
+}
 
 std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& path, Device device) {
   std::unique_ptr<LlamaModel> m(new LlamaModel());
@@ -181,6 +203,7 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, flo
   Tensor q2 = q.reshape({n, c.dim}), k2 = k.reshape({n, kv_dim}), v2 = v.reshape({n, kv_dim});
   Tensor att2 = att.reshape({n, c.dim});
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  Tensor topk;  // DSA: I32 [n, k] selection of the last F layer
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LlamaLayer& L = layers_[l];
@@ -197,7 +220,22 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, flo
     dump("v", li, v);
     ops::kv_store(k, kv.k(l), p0);
     ops::kv_store(v, kv.v(l), p0);
-    ops::attention(q, kv.k(l), kv.v(l), p0, scale, att);
+    if (dsa_) {
+      // F layers select with their own indexer; S layers keep the selection of the nearest
+      // preceding F layer, which is the last one computed in this loop.
+      if (dsa_->pattern.is_full(l)) {
+        const IndexerActivations ia = indexer_project(dsa_->config, dsa_->indexers[l], h, pos);
+        Tensor& cache = kv.index_k(l);
+        IC_ASSERT(cache.defined());
+        std::copy(ia.k.data<float>(), ia.k.data<float>() + ia.k.numel(), cache.data<float>() + p0 * dsa_->config.head_dim);
+        topk = Tensor::empty({n, dsa_->config.topk}, DType::I32);
+        ops::indexer_topk(ia.q, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
+      }
+      dump("topk", li, topk);
+      ops::sparse_attention(q, kv.k(l), kv.v(l), topk, p0, scale, att);
+    } else {
+      ops::attention(q, kv.k(l), kv.v(l), p0, scale, att);
+    }
     dump("attn", li, att);
     ops::linear(L.wo, att2, h);
     ops::add_inplace(x, h);

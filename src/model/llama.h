@@ -9,6 +9,7 @@
 
 #include "core/tensor.h"
 #include "io/tokenizer.h"
+#include "model/dsa.h"
 #include "ops/linear.h"
 #include "ops/rope.h"
 
@@ -33,21 +34,25 @@ struct LlamaConfig {
   static LlamaConfig from_gguf(const gguf::File& f);
 };
 
-// Keys and values of every layer for one sequence, head-major: [n_kv_heads, capacity, head_dim].
+// Keys and values of every layer for one sequence, head-major: [n_kv_heads, capacity, head_dim];
+// with a DSA spec also the indexer key cache of each F layer, [capacity, indexer head_dim]
+// (S layers get none).
 class KVCache {
  public:
-  KVCache(const LlamaConfig& cfg, int64_t capacity, Device device);
+  KVCache(const LlamaConfig& cfg, int64_t capacity, Device device, const DsaSpec* dsa = nullptr);
   int64_t capacity() const { return capacity_; }
   int64_t size() const { return size_; }  // tokens stored
   void clear() { size_ = 0; }
   void set_size(int64_t n);
   Tensor& k(int64_t layer) { return k_[layer]; }
   Tensor& v(int64_t layer) { return v_[layer]; }
+  Tensor& index_k(int64_t layer) { return index_k_[layer]; }  // undefined on S layers
   int64_t bytes() const;
+  int64_t index_bytes() const;
 
  private:
   int64_t capacity_ = 0, size_ = 0;
-  std::vector<Tensor> k_, v_;
+  std::vector<Tensor> k_, v_, index_k_;
 };
 
 struct LlamaLayer {
@@ -81,6 +86,11 @@ class LlamaModel {
   Tensor embed(std::span<const int32_t> tokens) const;
 
   void set_tensor_callback(TensorCallback cb) { callback_ = std::move(cb); }
+  // Run as a DSA model: indexers on the spec's F layers, sparse attention over their top-k on
+  // every layer. Null returns to dense attention. KV caches must be made after this call.
+  void set_dsa(std::shared_ptr<const DsaSpec> spec);
+  const DsaSpec* dsa() const { return dsa_.get(); }
+  KVCache make_cache(int64_t capacity) const { return KVCache(cfg_, capacity, device_, dsa_.get()); }
   const LlamaLayer& layer(int64_t i) const { return layers_[i]; }
   const ops::LinearWeight& output() const { return output_; }
   const Tensor& output_norm() const { return output_norm_; }
@@ -104,6 +114,7 @@ class LlamaModel {
   const void* embd_rows_ = nullptr;  // token_embd in the mapping: [vocab] rows of dim
   DType embd_type_ = DType::F32;
   TensorCallback callback_;
+  std::shared_ptr<const DsaSpec> dsa_;
 };
 
 // Plain reference forward: dequantised f32 weights, scalar loops, double accumulations, the whole

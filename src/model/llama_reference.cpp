@@ -1,5 +1,6 @@
 // The plain reference forward: every formula written out once, with no caching, tiling or
 // threading, so it can be read against the paper and the fast path can be tested against it.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -64,19 +65,31 @@ Tensor llama_reference_forward(const LlamaModel& model, std::span<const int32_t>
   const int64_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
   const Tensor e = model.embed(tokens);
   Mat x(e.data<float>(), e.data<float>() + n * c.dim);
+  std::vector<int32_t> topk;  // DSA: [n, k] of the last F layer
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LlamaLayer& L = model.layer(l);
     Mat h = rms_norm(x, L.attn_norm, n, c.dim, c.norm_eps);
     Mat q = matmul(h, L.wq, n), k = matmul(h, L.wk, n), v = matmul(h, L.wv, n);
     rope(q, n, c.n_heads, hd, c);
     rope(k, n, c.n_kv_heads, hd, c);
+    // DSA: attention only over the selected keys; S layers keep the last F layer's selection.
+    if (model.dsa() && model.dsa()->pattern.is_full(l))
+      topk = indexer_topk_reference(model.dsa()->config, model.dsa()->indexers[l], h.data(), n, c.dim);
     Mat att(static_cast<size_t>(n * c.dim));
     for (int64_t t = 0; t < n; ++t)
       for (int64_t hh = 0; hh < c.n_heads; ++hh) {
         const int64_t g = hh / group;
         std::vector<double> s(static_cast<size_t>(t + 1));
+        std::vector<bool> selected(static_cast<size_t>(t + 1), !model.dsa());
+        if (model.dsa())
+          for (int64_t i = 0; i < model.dsa()->config.topk; ++i)
+            if (topk[t * model.dsa()->config.topk + i] >= 0) selected[topk[t * model.dsa()->config.topk + i]] = true;
         double mx = -INFINITY, sum = 0.0;
         for (int64_t j = 0; j <= t; ++j) {
+          if (!selected[j]) {
+            s[j] = -INFINITY;
+            continue;
+          }
           double acc = 0.0;
           for (int64_t d = 0; d < hd; ++d)
             acc += static_cast<double>(q[(t * c.n_heads + hh) * hd + d]) * k[(j * c.n_kv_heads + g) * hd + d];
