@@ -53,6 +53,21 @@ PY
     expect_error "exceeds the model's trained context" "$bin" perplexity -m "$model" -f "$tmp/t.txt" -c 10000
     "$bin" generate --help | grep -q -- "--top-p" || fail "generate --help lacks --top-p"
     "$bin" perplexity --help | grep -q -- "--ctx-size" || fail "perplexity --help lacks --ctx-size" ;;
+  dsa)
+    "$bin" init-indexers -m "$model" -o "$tmp/idx.safetensors" --heads 2 --head-dim 32 --topk 16 -s 1 2>/dev/null ||
+      fail "init-indexers failed"
+    head -c 3000 "$src/tests/data/reference_text.txt" > "$tmp/t.txt"
+    "$bin" perplexity -m "$model" -f "$tmp/t.txt" -c 128 --indexers "$tmp/idx.safetensors" --index-freq 4 \
+      2>"$tmp/err" >"$tmp/out" || fail "DSA perplexity failed: $(cat "$tmp/err")"
+    grep -q "pattern FSSSFSSS" "$tmp/err" || fail "no DSA report: $(cat "$tmp/err")"
+    grep -q "75% of indexers removed\|73% of indexers removed" "$tmp/err" || fail "no savings report: $(cat "$tmp/err")"
+    expect_error "first layer must be F" "$bin" perplexity -m "$model" -f "$tmp/t.txt" --indexers "$tmp/idx.safetensors" \
+      --pattern "S$(printf 'F%.0s' $(seq 29))"
+    expect_error "has 3 layers but the model has 30" "$bin" perplexity -m "$model" -f "$tmp/t.txt" \
+      --indexers "$tmp/idx.safetensors" --pattern FSF
+    expect_error "need --indexers" "$bin" perplexity -m "$model" -f "$tmp/t.txt" --topk 8
+    expect_error "not an indexcache indexer file\|safetensors" "$bin" perplexity -m "$model" -f "$tmp/t.txt" \
+      --indexers "$model" ;;
   *) fail "unknown case $case" ;;
 esac
 echo "ok: $case"

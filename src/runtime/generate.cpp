@@ -18,7 +18,7 @@ GenerateResult generate(LlamaModel& model, const std::vector<int32_t>& prompt, c
            prompt.size(), opt.max_new_tokens, c.context_max);
   GenerateResult r;
   r.prompt_tokens = prompt;
-  KVCache kv(c, std::max<int64_t>(total, 1), model.device());
+  KVCache kv = model.make_cache(std::max<int64_t>(total, 1));
   Sampler sampler(opt.sampler);
   Tensor logits;
   using clock = std::chrono::steady_clock;

@@ -27,7 +27,7 @@ PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, 
   r.n_tokens = n;
   r.n_windows = (n + ctx - 1) / ctx;
   if (n % ctx == 1) --r.n_windows;  // a 1-token tail has nothing to predict
-  KVCache kv(c, ctx, model.device());
+  KVCache kv = model.make_cache(ctx);
   Tensor logits;
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t w = 0; w < r.n_windows; ++w) {

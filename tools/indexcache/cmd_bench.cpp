@@ -43,7 +43,7 @@ void run(const BenchArgs& a) {
                 "|---|---|---|---|---|---|\n");
   for (int t : threads) {
     omp_set_num_threads(t);
-    KVCache kv(c, a.prompt + a.gen, model->device());
+    KVCache kv = model->make_cache(a.prompt + a.gen);
     Tensor logits;
     double best_prefill = 1e30, best_decode = 1e30;
     for (int r = 0; r < a.reps; ++r) {

@@ -17,6 +17,13 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("-m,--model", o.model, "GGUF model file (default: $IC_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)");
   cmd->add_option("-t,--threads", o.threads, "CPU threads (default: all cores)");
   cmd->add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--indexers", o.indexers, "Lightning-indexer file (safetensors): run as a DSA model");
+  cmd->add_option("--pattern", o.pattern, "IndexCache layer pattern, one F/S letter per layer (default: the file's)");
+  cmd->add_option("--index-freq", o.index_freq, "Keep an indexer every N layers (index_topk_freq)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--index-offset", o.index_offset, "Leading layers that keep their indexer (index_skip_topk_offset)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--topk", o.topk, "Keys each query attends to (default: the file's)")->check(CLI::PositiveNumber);
 }
 
 std::unique_ptr<LlamaModel> load_model(const ModelOptions& o, bool quiet) {
@@ -26,6 +33,7 @@ std::unique_ptr<LlamaModel> load_model(const ModelOptions& o, bool quiet) {
   const auto t0 = std::chrono::steady_clock::now();
   auto m = LlamaModel::load(path, dev);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  apply_dsa(o, *m, quiet);
   if (!quiet) {
     const LlamaConfig& c = m->config();
     std::fprintf(stderr, "loaded %s: %lld layers, width %lld, %lld/%lld heads, vocab %lld, %.1f MiB of weights on %s, %.2f s, %d threads\n",
@@ -34,6 +42,34 @@ std::unique_ptr<LlamaModel> load_model(const ModelOptions& o, bool quiet) {
                  std::string(device_name(dev)).c_str(), s, omp_get_max_threads());
   }
   return m;
+}
+
+void apply_dsa(const ModelOptions& o, LlamaModel& m, bool quiet) {
+  const int64_t L = m.config().n_layers;
+  if (o.indexers.empty()) {
+    IC_CHECK(o.pattern.empty() && o.index_freq == 0 && o.topk == 0,
+             "--pattern, --index-freq and --topk need --indexers FILE (without it the model runs dense)");
+    return;
+  }
+  IC_CHECK(o.pattern.empty() || o.index_freq == 0, "give --pattern or --index-freq, not both");
+  std::optional<LayerPattern> pattern;
+  if (!o.pattern.empty()) pattern = LayerPattern::parse(o.pattern, L);
+  if (o.index_freq > 0) pattern = LayerPattern::from_freq(L, o.index_freq, o.index_offset);
+  auto spec = std::make_shared<DsaSpec>(load_indexers(o.indexers, L, m.config().dim, pattern,
+                                                      o.topk > 0 ? std::optional<int64_t>(o.topk) : std::nullopt));
+  if (!quiet) {
+    const DsaSpec& d = *spec;
+    const int64_t n_full = d.pattern.n_full();
+    // Indexer work per token and context position: H dot products of length d plus H weights.
+    std::fprintf(stderr,
+                 "DSA: pattern %s (%lld of %lld layers F, %.0f%% of indexers removed), top-k %lld, indexer %lldx%lld; "
+                 "indexer weights %.2f MiB, indexer key cache %lld B/token (all-F: %lld B/token)\n",
+                 d.pattern.str().c_str(), (long long)n_full, (long long)L, 100.0 * (L - n_full) / L,
+                 (long long)d.config.topk, (long long)d.config.n_heads, (long long)d.config.head_dim,
+                 d.weight_bytes() / 1048576.0, (long long)d.key_cache_bytes_per_token(),
+                 (long long)(L * d.config.head_dim * 4));
+  }
+  m.set_dsa(std::move(spec));
 }
 
 std::string resolve_model_path(const std::string& given) {

@@ -13,11 +13,19 @@ struct ModelOptions {
   std::string model;       // -m; default: $IC_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf
   int threads = 0;         // -t; 0: all cores
   std::string device = "cpu";
+  // DSA: lightning indexers and the IndexCache layer pattern (all optional; none = dense).
+  std::string indexers;    // --indexers FILE
+  std::string pattern;     // --pattern FSSF...
+  int64_t index_freq = 0;  // --index-freq N (index_topk_freq convention)
+  int64_t index_offset = 1;
+  int64_t topk = 0;        // --topk K; 0: the file's
 };
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);
 // Applies the thread count and loads the model, reporting the load on stderr.
 std::unique_ptr<LlamaModel> load_model(const ModelOptions& o, bool quiet = false);
+// Attach indexers and the layer pattern from the options (no-op without --indexers).
+void apply_dsa(const ModelOptions& o, LlamaModel& m, bool quiet);
 std::string resolve_model_path(const std::string& given);  // -m, else $IC_MODEL, else the default
 std::string read_file(const std::string& path);
 double peak_rss_mib();
@@ -26,5 +34,6 @@ void register_generate(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_init_indexers(CLI::App& app);
 
 }  // namespace ic::cli

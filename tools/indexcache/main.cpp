@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   ic::cli::register_perplexity(app);
   ic::cli::register_tokenize(app);
   ic::cli::register_bench(app);
+  ic::cli::register_init_indexers(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
