@@ -42,6 +42,8 @@ void copy(void* dst, Device dst_dev, const void* src, Device src_dev, int64_t by
   IC_CUDA_CHECK(cudaMemcpy(dst, src, static_cast<size_t>(bytes), kind));
 }
 
+void synchronize() { IC_CUDA_CHECK(cudaDeviceSynchronize()); }
+
 void memset_zero(void* p, int64_t bytes) { IC_CUDA_CHECK(cudaMemset(p, 0, static_cast<size_t>(bytes))); }
 
 }  // namespace cuda

@@ -12,5 +12,7 @@ void free(void* p);
 // Copy between any two devices (CPU<->CUDA, CUDA<->CUDA); synchronous.
 void copy(void* dst, Device dst_dev, const void* src, Device src_dev, int64_t bytes);
 void memset_zero(void* p, int64_t bytes);
+// Wait for all queued GPU work (for timing phases of a forward pass).
+void synchronize();
 
 }  // namespace ic::cuda

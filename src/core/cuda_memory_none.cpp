@@ -14,6 +14,7 @@ void* alloc(int64_t) { no_cuda(); }
 void free(void*) {}
 void copy(void*, Device, const void*, Device, int64_t) { no_cuda(); }
 void memset_zero(void*, int64_t) { no_cuda(); }
+void synchronize() { no_cuda(); }
 }  // namespace cuda
 
 }  // namespace ic

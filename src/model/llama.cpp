@@ -1,8 +1,10 @@
 #include "model/llama.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
+#include "core/cuda_memory.h"
 #include "core/error.h"
 #include "io/dequant.h"
 #include "io/gguf.h"
@@ -171,12 +173,15 @@ void LlamaModel::forward(std::span<const int32_t> tokens, KVCache& kv, Tensor& l
   if (!logits.defined() || logits.dim(0) != n_out || logits.dim(1) != cfg_.vocab ||
       logits.device() != Device::CPU)
     logits = Tensor::empty({n_out, cfg_.vocab}, DType::F32);
+  const auto t0 = std::chrono::steady_clock::now();
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t c1 = std::min(n, c0 + kChunk);
     const bool last = c1 == n;
     float* out = all_logits ? logits.data<float>() + c0 * cfg_.vocab : (last ? logits.data<float>() : nullptr);
     forward_chunk(tokens.subspan(c0, c1 - c0), kv, out, all_logits);
   }
+  stats_.total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  stats_.tokens += n;
 }
 
 void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, float* logits, bool all_logits) {
@@ -220,22 +225,30 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, flo
     dump("v", li, v);
     ops::kv_store(k, kv.k(l), p0);
     ops::kv_store(v, kv.v(l), p0);
+    auto t_attn = std::chrono::steady_clock::now();
     if (dsa_) {
       // F layers select with their own indexer; S layers keep the selection of the nearest
       // preceding F layer, which is the last one computed in this loop.
       if (dsa_->pattern.is_full(l)) {
+        const auto t_index = std::chrono::steady_clock::now();
         const IndexerActivations ia = indexer_project(dsa_->config, dsa_->indexers[l], h, pos);
         Tensor& cache = kv.index_k(l);
         IC_ASSERT(cache.defined());
         std::copy(ia.k.data<float>(), ia.k.data<float>() + ia.k.numel(), cache.data<float>() + p0 * dsa_->config.head_dim);
         topk = Tensor::empty({n, dsa_->config.topk}, DType::I32);
         ops::indexer_topk(ia.q, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
+        const auto now = std::chrono::steady_clock::now();
+        stats_.indexer += std::chrono::duration<double>(now - t_index).count();
+        ++stats_.indexer_layer_runs;
+        t_attn = now;  // the indexer's time is not attention's
       }
       dump("topk", li, topk);
       ops::sparse_attention(q, kv.k(l), kv.v(l), topk, p0, scale, att);
     } else {
       ops::attention(q, kv.k(l), kv.v(l), p0, scale, att);
     }
+    if (dev == Device::CUDA) cuda::synchronize();
+    stats_.attention += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_attn).count();
     dump("attn", li, att);
     ops::linear(L.wo, att2, h);
     ops::add_inplace(x, h);

@@ -66,6 +66,15 @@ struct LlamaLayer {
 // independent implementation.
 using TensorCallback = std::function<void(const std::string& name, int layer, const Tensor& t)>;
 
+// Where forward time went, accumulated over calls until reset (wall seconds).
+struct ForwardStats {
+  double total = 0.0;
+  double indexer = 0.0;    // indexer projections, scores and top-k (F layers only)
+  double attention = 0.0;  // dense or sparse attention
+  int64_t tokens = 0;
+  int64_t indexer_layer_runs = 0;  // F-layer indexer evaluations (one per F layer per chunk)
+};
+
 class LlamaModel {
  public:
   // Map the GGUF, read the config and tokenizer, and load weights for `device`.
@@ -91,6 +100,8 @@ class LlamaModel {
   void set_dsa(std::shared_ptr<const DsaSpec> spec);
   const DsaSpec* dsa() const { return dsa_.get(); }
   KVCache make_cache(int64_t capacity) const { return KVCache(cfg_, capacity, device_, dsa_.get()); }
+  const ForwardStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = {}; }
   const LlamaLayer& layer(int64_t i) const { return layers_[i]; }
   const ops::LinearWeight& output() const { return output_; }
   const Tensor& output_norm() const { return output_norm_; }
@@ -115,6 +126,7 @@ class LlamaModel {
   DType embd_type_ = DType::F32;
   TensorCallback callback_;
   std::shared_ptr<const DsaSpec> dsa_;
+  ForwardStats stats_;
 };
 
 // Plain reference forward: dequantised f32 weights, scalar loops, double accumulations, the whole
