@@ -5,9 +5,10 @@
 //   loss = sum_t KL(p_t || q_t),  q_t = softmax_s(I[t, s]) over the row's support,
 // natural log, terms with p = 0 contribute 0, p's entropy included (so loss >= 0).
 // Support of row t: dense, s <= t; sparse (DeepSeek's sparse stage), the selected set
-// {topk[t, j] >= 0, <= t}, over which p_t is renormalised (KL between two distributions on the
-// set; a row whose p has no mass there contributes nothing).
-// For a row target of total mass P the gradient w.r.t. the scores is dL/dI[t, s] = P q_s - p_s;
+// {topk[t, j] >= 0, <= t}. In both cases p_t is L1-renormalised over the support, r = p / P
+// (a no-op for teacher rows in the dense case), so each term is a true KL between two
+// distributions on the support; a row whose p has no mass there contributes nothing.
+// The gradient w.r.t. the scores is dL/dI[t, s] = q_s - r_s on the support, 0 elsewhere;
 // from there it flows through the weighted ReLU sum, RoPE (its transpose is the inverse
 // rotation), the key LayerNorm (full backward with mean and variance) and the projections.
 #include <span>
