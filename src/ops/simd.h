@@ -58,13 +58,12 @@ IC_INLINE F exp_fast_impl(F x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  I bits;
   if constexpr (std::is_same_v<F, float>) {
-    bits = (static_cast<I>(n) + 127) << 23;
+    const I bits = (static_cast<I>(n) + 127) << 23;
     return x <= -87.3f ? 0.0f : p * std::bit_cast<float>(bits);
   } else {
-    bits = (__builtin_convertvector(n, I) + 127) << 23;
-    const F y = p * reinterpret_cast<const F&>(bits);
+    const I bits = (__builtin_convertvector(n, I) + 127) << 23;
+    const F y = p * std::bit_cast<F>(bits);
     return x <= -87.3f ? F{} : y;
   }
 }
