@@ -8,10 +8,6 @@
 // allocated, so a hostile header cannot ask for gigabytes.
 #include "io/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <bit>
 #include <cerrno>
@@ -19,6 +15,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 
 namespace ic::gguf {
 
@@ -177,15 +174,6 @@ std::string describe_ggml_type(uint32_t id) {
   return fmt::format("{} ({})", name, id);
 }
 
-// Memory map of a whole file, unmapped when the last holder goes.
-struct Mapping {
-  void* addr = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (addr) munmap(addr, size);
-  }
-};
-
 }  // namespace
 
 int64_t TensorInfo::numel() const {
@@ -202,48 +190,23 @@ Shape TensorInfo::shape() const {
 }
 
 File File::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  IC_CHECK(fd >= 0, "cannot open GGUF file {}: {}", path, std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    fail("cannot stat GGUF file {}: {}", path, std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("GGUF file {} is not a regular file", path);
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    fail("GGUF file {} is empty", path);
-  }
-  void* addr = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int e = errno;
-  ::close(fd);  // the mapping stays valid without the descriptor
-  IC_CHECK(addr != MAP_FAILED, "cannot mmap GGUF file {} ({} bytes): {}", path, size,
-           std::strerror(e));
-  auto mapping = std::make_shared<Mapping>();
-  mapping->addr = addr;
-  mapping->size = size;
-
+  MappedBytes m = MappedBytes::map(path, "GGUF");
   File f;
   f.path_ = path;
-  f.base_ = static_cast<const uint8_t*>(addr);
-  f.size_ = size;
-  f.owner_ = std::move(mapping);
+  f.base_ = m.data;
+  f.size_ = m.size;
+  f.owner_ = std::move(m.owner);
   f.parse();
   return f;
 }
 
 File File::from_buffer(std::vector<uint8_t> bytes, std::string name) {
-  auto buf = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
+  MappedBytes m = MappedBytes::own(std::move(bytes));
   File f;
   f.path_ = std::move(name);
-  f.base_ = buf->data();
-  f.size_ = buf->size();
-  f.owner_ = std::move(buf);
+  f.base_ = m.data;
+  f.size_ = m.size;
+  f.owner_ = std::move(m.owner);
   f.parse();
   return f;
 }

@@ -6,10 +6,6 @@
 // hide a second payload).
 #include "io/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -23,6 +19,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 
 namespace ic::safetensors {
 
@@ -173,15 +170,6 @@ TensorInfo parse_entry(const std::string& name, const json& v) {
   return t;
 }
 
-// Memory map of a whole file, unmapped when the last holder goes.
-struct Mapping {
-  void* addr = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (addr) munmap(addr, size);
-  }
-};
-
 }  // namespace
 
 int64_t dtype_size(std::string_view name) {
@@ -224,48 +212,23 @@ Shape TensorInfo::shape() const {
 }
 
 File File::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  IC_CHECK(fd >= 0, "cannot open safetensors file {}: {}", path, std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    fail("cannot stat safetensors file {}: {}", path, std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("safetensors file {} is not a regular file", path);
-  }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    fail("safetensors file {} is empty", path);
-  }
-  void* addr = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int e = errno;
-  ::close(fd);  // the mapping stays valid without the descriptor
-  IC_CHECK(addr != MAP_FAILED, "cannot mmap safetensors file {} ({} bytes): {}", path, size,
-           std::strerror(e));
-  auto mapping = std::make_shared<Mapping>();
-  mapping->addr = addr;
-  mapping->size = size;
-
+  MappedBytes m = MappedBytes::map(path, "safetensors");
   File f;
   f.path_ = path;
-  f.base_ = static_cast<const uint8_t*>(addr);
-  f.size_ = size;
-  f.owner_ = std::move(mapping);
+  f.base_ = m.data;
+  f.size_ = m.size;
+  f.owner_ = std::move(m.owner);
   f.parse();
   return f;
 }
 
 File File::from_buffer(std::vector<uint8_t> bytes, std::string name) {
-  auto buf = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
+  MappedBytes m = MappedBytes::own(std::move(bytes));
   File f;
   f.path_ = std::move(name);
-  f.base_ = buf->data();
-  f.size_ = buf->size();
-  f.owner_ = std::move(buf);
+  f.base_ = m.data;
+  f.size_ = m.size;
+  f.owner_ = std::move(m.owner);
   f.parse();
   return f;
 }
