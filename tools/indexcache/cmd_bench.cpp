@@ -39,18 +39,24 @@ void run(const BenchArgs& a) {
   if (threads.empty()) threads = {omp_get_max_threads()};
   nlohmann::json rows = nlohmann::json::array();
   if (!a.json)
-    std::printf("| threads | prefill tokens | prefill tok/s | decode tokens | decode tok/s | peak RSS MiB |\n"
-                "|---|---|---|---|---|---|\n");
+    std::printf("| threads | prefill tokens | prefill tok/s | indexer %% | attention %% | decode tokens | decode tok/s | peak RSS MiB |\n"
+                "|---|---|---|---|---|---|---|---|\n");
   for (int t : threads) {
     omp_set_num_threads(t);
     KVCache kv = model->make_cache(a.prompt + a.gen);
     Tensor logits;
-    double best_prefill = 1e30, best_decode = 1e30;
+    double best_prefill = 1e30, best_decode = 1e30, index_share = 0, attn_share = 0;
     for (int r = 0; r < a.reps; ++r) {
       kv.clear();
+      model->reset_stats();
       auto t0 = std::chrono::steady_clock::now();
       model->forward(ids, kv, logits, false);
-      best_prefill = std::min(best_prefill, seconds_since(t0));
+      const double s = seconds_since(t0);
+      if (s < best_prefill) {
+        best_prefill = s;
+        index_share = model->stats().indexer / model->stats().total;
+        attn_share = model->stats().attention / model->stats().total;
+      }
       t0 = std::chrono::steady_clock::now();
       for (int64_t i = 0; i < a.gen; ++i) {
         const int32_t one[1] = {ids[static_cast<size_t>(i) % ids.size()]};
@@ -60,10 +66,11 @@ void run(const BenchArgs& a) {
     }
     const double pf = a.prompt / best_prefill, dc = a.gen / best_decode;
     rows.push_back({{"threads", t}, {"prefill_tokens", a.prompt}, {"prefill_tokens_per_s", pf},
+                    {"prefill_indexer_share", index_share}, {"prefill_attention_share", attn_share},
                     {"decode_tokens", a.gen}, {"decode_tokens_per_s", dc}, {"peak_rss_mib", peak_rss_mib()}});
     if (!a.json)
-      std::printf("| %d | %lld | %.1f | %lld | %.1f | %.0f |\n", t, (long long)a.prompt, pf, (long long)a.gen, dc,
-                  peak_rss_mib());
+      std::printf("| %d | %lld | %.1f | %.1f | %.1f | %lld | %.1f | %.0f |\n", t, (long long)a.prompt, pf,
+                  100 * index_share, 100 * attn_share, (long long)a.gen, dc, peak_rss_mib());
     std::fflush(stdout);
   }
   if (a.json) std::printf("%s\n", nlohmann::json({{"model", model->path()}, {"results", rows}}).dump().c_str());
