@@ -10,15 +10,16 @@
 #include "core/error.h"
 #include "model/llama.h"
 #include "runtime/sampler.h"
+#include "model_test_util.h"
 #include "test_util.h"
 
 namespace ic {
 namespace {
 
-LlamaModel& shared_model(const std::string& path) {
-  static std::unique_ptr<LlamaModel> m;
-  if (!m) m = LlamaModel::load(path);
-  return *m;
+LlamaModel& shared_model(const std::string& path) { return test::cpu_model(path); }
+
+void expect_close(const Tensor& a, const Tensor& b, int64_t rows, int64_t V) {
+  test::expect_close_at_int8_noise(a.data<float>(), b.data<float>(), rows, V);
 }
 
 IndexerConfig small_config(int64_t topk) {
@@ -39,35 +40,6 @@ std::shared_ptr<DsaSpec> random_spec(const LlamaModel& m, const LayerPattern& pa
   for (int64_t l = 0; l < m.config().n_layers; ++l)
     if (pattern.is_full(l)) spec->indexers[l] = IndexerWeights::random(spec->config, m.config().dim, 100 + l);
   return spec;
-}
-
-std::vector<double> log_softmax(const float* z, int64_t n) {
-  double mx = z[0], s = 0;
-  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, double(z[i]));
-  for (int64_t i = 0; i < n; ++i) s += std::exp(z[i] - mx);
-  std::vector<double> out(n);
-  for (int64_t i = 0; i < n; ++i) out[i] = z[i] - mx - std::log(s);
-  return out;
-}
-
-// Statistical comparison at the int8-activation noise level (docs/REFERENCE.md): likely tokens'
-// log-probs within mean 0.15 / max 1.5 nats, same top-1 where the first run's margin exceeds 1.5.
-void expect_close(const Tensor& a, const Tensor& b, int64_t rows, int64_t V) {
-  double sum = 0, worst = 0;
-  int64_t count = 0;
-  for (int64_t t = 0; t < rows; ++t) {
-    const auto la = log_softmax(a.data<float>() + t * V, V), lb = log_softmax(b.data<float>() + t * V, V);
-    const int32_t ta = argmax({a.data<float>() + t * V, (size_t)V}), tb = argmax({b.data<float>() + t * V, (size_t)V});
-    if (ta != tb) EXPECT_LE(la[ta] - la[tb], 1.5) << "position " << t;
-    for (int64_t v = 0; v < V; ++v)
-      if (la[v] > std::log(1e-3)) {
-        worst = std::max(worst, std::fabs(la[v] - lb[v]));
-        sum += std::fabs(la[v] - lb[v]);
-        ++count;
-      }
-  }
-  EXPECT_LE(sum / count, 0.15);
-  EXPECT_LE(worst, 1.5);
 }
 
 struct DsaGuard {  // restores dense mode on the shared model whatever the test does

@@ -10,26 +10,14 @@
 #include "model/llama.h"
 #include "runtime/perplexity.h"
 #include "runtime/sampler.h"
+#include "model_test_util.h"
 #include "test_util.h"
 
 namespace ic {
 namespace {
 
-LlamaModel& shared_model(const std::string& path) {
-  static std::unique_ptr<LlamaModel> m;  // loading takes a moment: share it across tests
-  if (!m) m = LlamaModel::load(path);
-  return *m;
-}
-
-std::vector<double> log_softmax(const float* z, int64_t n) {
-  double mx = z[0];
-  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, double(z[i]));
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += std::exp(z[i] - mx);
-  std::vector<double> out(n);
-  for (int64_t i = 0; i < n; ++i) out[i] = z[i] - mx - std::log(s);
-  return out;
-}
+using test::log_softmax;
+LlamaModel& shared_model(const std::string& path) { return test::cpu_model(path); }
 
 TEST(Model, ConfigMatchesSmolLM2) {
   IC_TEST_MODEL_OR_SKIP(path);
@@ -44,11 +32,8 @@ TEST(Model, ConfigMatchesSmolLM2) {
   EXPECT_EQ(c.context_max, 8192);
 }
 
-// The fast path quantises activations to int8 per 32-block before every matmul; the plain
-// reference keeps f32. docs/REFERENCE.md measures that quantisation as fixed-size noise (single
-// log-probs move by up to ~0.6 nats, mean ~0.06; top-1 flips only at reference margins < 0.8), so
-// the comparison is statistical at about twice that noise: mean |dlogprob| of the likely tokens
-// (p > 1e-3) <= 0.15, max <= 1.5, and the same top-1 wherever the reference's margin exceeds 1.5.
+// The fast path (int8 activations) against the plain f32 reference, held at the int8 noise
+// level that docs/REFERENCE.md measures (see test::expect_close_at_int8_noise).
 TEST(Model, FastForwardMatchesPlainReference) {
   IC_TEST_MODEL_OR_SKIP(path);
   LlamaModel& m = shared_model(path);
@@ -58,31 +43,14 @@ TEST(Model, FastForwardMatchesPlainReference) {
   KVCache kv(m.config(), n, Device::CPU);
   Tensor fast;
   m.forward(ids, kv, fast, true);
-  double worst = 0, sum = 0;
-  int64_t count = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    const auto lr = log_softmax(ref.data<float>() + t * V, V), lf = log_softmax(fast.data<float>() + t * V, V);
-    const int32_t top_ref = argmax({ref.data<float>() + t * V, (size_t)V});
-    const int32_t top_fast = argmax({fast.data<float>() + t * V, (size_t)V});
-    if (top_ref != top_fast) EXPECT_LE(lr[top_ref] - lr[top_fast], 1.5) << "position " << t;
-    for (int64_t v = 0; v < V; ++v)
-      if (lr[v] > std::log(1e-3)) {
-        const double d = std::fabs(lr[v] - lf[v]);
-        worst = std::max(worst, d);
-        sum += d;
-        ++count;
-      }
-  }
-  EXPECT_LE(sum / count, 0.15);
-  EXPECT_LE(worst, 1.5);
+  test::expect_close_at_int8_noise(ref.data<float>(), fast.data<float>(), n, V);
   EXPECT_EQ(m.tokenizer().decode(std::vector<int32_t>{argmax({fast.data<float>() + (n - 1) * V, (size_t)V})}), " Rome");
 }
 
-// Prefill and token-by-token decode compute attention in different orders (tiled online softmax
-// against a per-query two-pass softmax), and docs/REFERENCE.md shows that any difference is
-// amplified by the int8 activation rounding into the full quantisation noise. So they are held
-// to the same statistical tolerance as fast-vs-reference: mean |dlogprob| of likely tokens
-// <= 0.15, max <= 1.5, same top-1 where the margin exceeds 1.5.
+// Prefill and token-by-token decode sum attention in different orders (tiled online softmax
+// against a per-query two-pass softmax), which the int8 activation rounding amplifies into the
+// full quantisation noise: they are held at that noise level; a prefix through the same path is
+// bitwise equal.
 TEST(Model, PrefillMatchesTokenByTokenDecode) {
   IC_TEST_MODEL_OR_SKIP(path);
   LlamaModel& m = shared_model(path);
@@ -95,22 +63,12 @@ TEST(Model, PrefillMatchesTokenByTokenDecode) {
   m.forward(std::span(ids).subspan(0, half), kv2, one, true);
   for (int64_t t = 0; t < half; ++t)  // the same prefix through the same path: bitwise equal
     for (int64_t v = 0; v < V; ++v) ASSERT_EQ(all.data<float>()[t * V + v], one.data<float>()[t * V + v]);
-  double sum = 0, worst = 0;
-  int64_t count = 0;
+  Tensor decoded = Tensor::empty({n - half, V}, DType::F32);
   for (int64_t t = half; t < n; ++t) {
     m.forward(std::span(ids).subspan(t, 1), kv2, one, false);
-    const auto la = log_softmax(all.data<float>() + t * V, V), lo = log_softmax(one.data<float>(), V);
-    const int32_t ta = argmax({all.data<float>() + t * V, (size_t)V}), to = argmax({one.data<float>(), (size_t)V});
-    if (ta != to) EXPECT_LE(la[ta] - la[to], 1.5) << "position " << t;
-    for (int64_t v = 0; v < V; ++v)
-      if (la[v] > std::log(1e-3)) {
-        worst = std::max(worst, std::fabs(la[v] - lo[v]));
-        sum += std::fabs(la[v] - lo[v]);
-        ++count;
-      }
+    std::copy(one.data<float>(), one.data<float>() + V, decoded.data<float>() + (t - half) * V);
   }
-  EXPECT_LE(sum / count, 0.15);
-  EXPECT_LE(worst, 1.5);
+  test::expect_close_at_int8_noise(all.data<float>() + half * V, decoded.data<float>(), n - half, V);
 }
 
 // Same input, same answer: the search and the trainer rely on it. Two runs of a prefill and of a

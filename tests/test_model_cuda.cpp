@@ -17,6 +17,7 @@
 #include "model/llama.h"
 #include "runtime/perplexity.h"
 #include "runtime/sampler.h"
+#include "model_test_util.h"
 #include "test_util.h"
 
 namespace ic {
@@ -40,17 +41,9 @@ LlamaModel& gpu_model(const std::string& path) {
   return *m;
 }
 
-std::vector<double> log_softmax(const float* z, int64_t n) {
-  double mx = z[0];
-  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, double(z[i]));
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += std::exp(z[i] - mx);
-  std::vector<double> out(n);
-  for (int64_t i = 0; i < n; ++i) out[i] = z[i] - mx - std::log(s);
-  return out;
-}
-
 // Largest log-prob difference over the tokens the reference gives p > 1e-3, row by row.
+using test::log_softmax;
+
 double worst_logprob_gap(const float* ref, const float* got, int64_t rows, int64_t V) {
   double worst = 0;
   for (int64_t t = 0; t < rows; ++t) {

@@ -12,6 +12,7 @@
 #include "model/llama.h"
 #include "runtime/perplexity.h"
 #include "runtime/sampler.h"
+#include "model_test_util.h"
 #include "test_util.h"
 
 namespace ic {
@@ -56,11 +57,7 @@ nlohmann::json load_reference() {
     GTEST_SKIP() << "no reference JSON (scripts/reference_forward.py writes it)";                  \
   }
 
-LlamaModel& shared_model(const std::string& path) {
-  static std::unique_ptr<LlamaModel> m;
-  if (!m) m = LlamaModel::load(path);
-  return *m;
-}
+LlamaModel& shared_model(const std::string& path) { return test::cpu_model(path); }
 
 double log_softmax_at(const float* z, int64_t n, int64_t i) { return log_prob({z, static_cast<size_t>(n)}, i); }
 
