@@ -195,17 +195,23 @@ StepReport Trainer::step() {
   for (int64_t b = 0; b < cfg_.batch; ++b) {
     const std::span<const int32_t> window = stream_.next();
     r.tokens += static_cast<int64_t>(window.size());
+    auto t = std::chrono::steady_clock::now();
     const std::vector<LayerCapture> caps = capture_layers(*model_, window);
+    r.forward_s += seconds_since(t);
     for (int64_t l : full) {
       // The targets of the layers l serves (only l itself in warm-up, where every layer is F).
+      t = std::chrono::steady_clock::now();
       std::vector<Tensor> targets;
       for (int64_t j = l; j < group_end(pattern_, l); ++j) targets.push_back(attention_targets(caps[j].q, caps[j].k));
+      r.teacher_s += seconds_since(t);
+      t = std::chrono::steady_clock::now();
       const DistillStats s =
           targets.size() == 1
               ? distill_loss(cfg_.indexer, weights_[l], DistillInput{caps[l].x, targets[0], Tensor()}, &grad[l])
               : distill_loss_multi(cfg_.indexer, weights_[l], caps[l].x, targets, Tensor(), MultiLayerForm::kMeanTarget,
                                    &grad[l]);
       stats[l].add(s);
+      r.loss_s += seconds_since(t);
     }
   }
   for (int64_t l : full) {

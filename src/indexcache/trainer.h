@@ -60,7 +60,10 @@ struct StepReport {
   double lr = 0.0;
   double max_grad_norm = 0.0;   // over F layers, before clipping
   int64_t tokens = 0;           // tokens forwarded this step
-  double seconds = 0.0;         // wall time of the step
+  double seconds = 0.0;         // wall time of the step, of which:
+  double forward_s = 0.0;       //   the frozen model's forward (with the capture)
+  double teacher_s = 0.0;       //   teacher targets
+  double loss_s = 0.0;          //   indexer loss and gradient
 };
 
 class Trainer {

@@ -79,6 +79,7 @@ void run(DistillArgs a) {
   if (!a.heldout.empty()) {
     TextDataOptions hopt = dopt;
     hopt.max_windows = a.heldout_windows;
+    hopt.max_tokens = a.heldout_windows * a.ctx;  // read no more files than the windows need
     held = TextWindows::load(a.heldout, tokenize, hopt);
   }
 
@@ -135,11 +136,14 @@ void run(DistillArgs a) {
                (long long)cfg.indexer.n_heads, (long long)cfg.indexer.head_dim, (long long)cfg.indexer.topk,
                (long long)a.steps, (long long)a.batch, (long long)a.ctx, cfg.adamw.lr, omp_get_max_threads());
 
-  double seconds = 0.0;
+  double seconds = 0.0, forward_s = 0.0, teacher_s = 0.0, loss_s = 0.0;
   int64_t tokens = 0, steps_run = 0;
   while (!trainer.done()) {
     const StepReport r = trainer.step();
     seconds += r.seconds;
+    forward_s += r.forward_s;
+    teacher_s += r.teacher_s;
+    loss_s += r.loss_s;
     tokens += r.tokens;
     ++steps_run;
     if (r.step % a.log_every == 0 || r.step == r.total) {
@@ -152,9 +156,11 @@ void run(DistillArgs a) {
   }
   trainer.save_checkpoint(ckpt);
   if (steps_run > 0)
-    std::fprintf(stderr, "trained %lld steps in %.1f s: %.0f tokens/s, %.0f tokens/s per layer-step (%lld F layers)\n",
-                 (long long)steps_run, seconds, tokens / seconds, tokens * trainer.pattern().n_full() / seconds,
-                 (long long)trainer.pattern().n_full());
+    std::fprintf(stderr,
+                 "trained %lld steps in %.1f s (forward %.1f, teacher %.1f, loss+grad %.1f): %.0f tokens/s, %.0f "
+                 "tokens/s per layer-step (%lld F layers)\n",
+                 (long long)steps_run, seconds, forward_s, teacher_s, loss_s, tokens / seconds,
+                 tokens * trainer.pattern().n_full() / seconds, (long long)trainer.pattern().n_full());
 
   DsaSpec spec = trainer.spec();
   spec.metadata["indexcache.recipe"] = fmt::format("indexcache distill ({}); {}", a.command_line, [&] {
