@@ -68,6 +68,36 @@ PY
     expect_error "need --indexers" "$bin" perplexity -m "$model" -f "$tmp/t.txt" --topk 8
     expect_error "not an indexcache indexer file\|safetensors" "$bin" perplexity -m "$model" -f "$tmp/t.txt" \
       --indexers "$model" ;;
+  distill)
+    mkdir -p "$tmp/train"
+    head -c 16000 "$src/tests/data/reference_text.txt" > "$tmp/train/a.txt"
+    tail -c 8000 "$src/tests/data/reference_text.txt" > "$tmp/held.txt"
+    common=(-m "$model" --data "$tmp/train" --heldout "$tmp/held.txt" --heldout-windows 2 --heads 2 --head-dim 32
+            --topk 16 -c 64 -b 2 --steps 4 --lr 0.01 --mode pattern --index-freq 10 -o "$tmp/idx.safetensors")
+    "$bin" distill "${common[@]}" --save-every 2 --json >"$tmp/out" 2>"$tmp/err" || fail "distill failed: $(cat "$tmp/err")"
+    grep -q "step 4/4 | loss" "$tmp/err" || fail "no progress lines: $(cat "$tmp/err")"
+    python3 - "$(cat "$tmp/out")" <<'PY' || exit 1
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["windows"] == 2 and r["tokens"] == 128 and len(r["layers"]) == 30, r
+assert [l["source"] for l in r["layers"]][:12] == [0]*10 + [10]*2, r
+assert all(0 <= l["recall"] <= 1 and l["kl"] >= 0 for l in r["layers"]), r
+PY
+    # The output is a plain indexer file: perplexity runs with it, under its own pattern.
+    "$bin" perplexity -m "$model" -f "$tmp/held.txt" -c 64 --max-tokens 256 --indexers "$tmp/idx.safetensors" \
+      2>"$tmp/err" >/dev/null || fail "perplexity with trained indexers failed: $(cat "$tmp/err")"
+    grep -q "pattern FSSSSSSSSSFSSSSSSSSSFSSSSSSSSS" "$tmp/err" || fail "pattern not kept: $(cat "$tmp/err")"
+    # --eval-only on the written file reproduces the post-training evaluation exactly.
+    "$bin" distill -m "$model" --eval-only --indexers "$tmp/idx.safetensors" --heldout "$tmp/held.txt" \
+      --heldout-windows 2 -c 64 --json >"$tmp/eval" 2>/dev/null || fail "eval-only failed"
+    cmp -s <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r.pop("seconds"); print(r)' "$tmp/out") \
+           <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r.pop("seconds"); print(r)' "$tmp/eval") ||
+      fail "eval-only differs from the evaluation after training"
+    # A resumed run refuses another configuration, naming the field.
+    expect_error "lr = '0.01', this run has lr = '0.02'" "$bin" distill "${common[@]/0.01/0.02}" \
+      --resume "$tmp/idx.safetensors.ckpt"
+    expect_error "too little text" "$bin" distill -m "$model" --data "$tmp/held.txt" -c 4000 -o "$tmp/x.safetensors"
+    expect_error "needs --data" "$bin" distill -m "$model" -o "$tmp/x.safetensors" ;;
   *) fail "unknown case $case" ;;
 esac
 echo "ok: $case"

@@ -35,5 +35,6 @@ void register_perplexity(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_init_indexers(CLI::App& app);
+void register_distill(CLI::App& app);
 
 }  // namespace ic::cli
