@@ -9,7 +9,7 @@ bin=$root/build/indexcache
 idx=$(mktemp --suffix=.safetensors); trap 'rm -f "$idx"' EXIT
 "$bin" init-indexers -o "$idx" --heads "$heads" --head-dim "$hd" --topk "$k" 2>/dev/null
 echo "threads $t, indexer ${heads}x${hd}, top-k $k, $(date -u +%F), load: $(cut -d' ' -f1-3 /proc/loadavg)"
-for ctx in 2048 4096 8192; do
+for ctx in ${IC_CONTEXTS:-2048 4096 8192}; do
   for cfg in dense all-F 1/2 1/4; do
     case $cfg in
       dense) extra=() ;;
@@ -17,7 +17,7 @@ for ctx in 2048 4096 8192; do
       1/2) extra=(--indexers "$idx" --index-freq 2) ;;
       1/4) extra=(--indexers "$idx" --index-freq 4) ;;
     esac
-    row=$("$bin" bench -p "$ctx" -n 32 -r 1 -t "$t" "${extra[@]}" 2>/dev/null | tail -n 1)
+    row=$("$bin" bench -p $((ctx - 32)) -n 32 -r 1 -t "$t" "${extra[@]}" 2>/dev/null | tail -n 1)
     echo "| $ctx | $cfg $row"
   done
 done
