@@ -15,6 +15,17 @@ double log_prob(std::span<const float> logits, int32_t target) {
   return logits[target] - mx - std::log(sum);
 }
 
+double PerplexityResult::ppl_from(int64_t min_position) const {
+  double sum = 0;
+  int64_t count = 0;
+  for (size_t i = 0; i < nll.size(); ++i)
+    if (position[i] >= min_position) {
+      sum += nll[i];
+      ++count;
+    }
+  return count ? std::exp(sum / count) : 0.0;
+}
+
 PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, int64_t ctx,
                             const std::function<void(const PerplexityProgress&)>& progress) {
   const LlamaConfig& c = model.config();
@@ -37,6 +48,7 @@ PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, 
     for (int64_t i = 0; i + 1 < e - b; ++i) {
       const double lp = log_prob({logits.data<float>() + i * c.vocab, static_cast<size_t>(c.vocab)}, tokens[b + i + 1]);
       r.nll.push_back(static_cast<float>(-lp));
+      r.position.push_back(static_cast<int32_t>(i + 1));
       r.nll_sum -= lp;
       ++r.n_scored;
     }

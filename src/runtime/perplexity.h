@@ -17,7 +17,12 @@ struct PerplexityResult {
   double nll_sum = 0.0;
   double ppl = 0.0;
   double seconds = 0.0;
-  std::vector<float> nll;  // per scored token, in order
+  std::vector<float> nll;         // per scored token, in order
+  std::vector<int32_t> position;  // per scored token: its position in its window (1 .. ctx-1)
+
+  // Perplexity over the scored tokens at window positions >= min_position (e.g. past a DSA
+  // top-k, where sparse attention really drops keys); 0 if there are none.
+  double ppl_from(int64_t min_position) const;
 };
 
 struct PerplexityProgress {

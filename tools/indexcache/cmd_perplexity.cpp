@@ -14,6 +14,7 @@ struct PerplexityArgs {
   std::string file;
   int64_t ctx = 2048;
   int64_t max_tokens = 0;
+  int64_t past = 0;
   bool json = false;
 };
 
@@ -31,17 +32,29 @@ void run(const PerplexityArgs& a) {
     if (p.window == p.n_windows) std::fprintf(stderr, "\n");
   });
   const double tps = r.n_tokens / std::max(r.seconds, 1e-9);
+  // With DSA, also the perplexity of the tokens past the top-k, where sparse attention drops keys.
+  const int64_t k = a.past > 0 ? a.past : (model->dsa() ? model->dsa()->config.topk : 0);
+  const double ppl_past_k = k > 0 ? r.ppl_from(k + 1) : 0.0;
   if (a.json) {
     nlohmann::json j = {{"file", a.file},     {"ctx", a.ctx},         {"tokens", r.n_tokens},
                         {"scored", r.n_scored}, {"windows", r.n_windows}, {"nll", r.nll_sum / r.n_scored},
                         {"nll_sum", r.nll_sum}, {"ppl", r.ppl},         {"seconds", r.seconds},
                         {"tokens_per_s", tps}};
+    if (k > 0) {
+      j["past"] = k;
+      j["ppl_past"] = ppl_past_k;
+    }
+    if (model->dsa()) {
+      j["topk"] = model->dsa()->config.topk;
+      j["pattern"] = model->dsa()->pattern.str();
+    }
     std::printf("%s\n", j.dump().c_str());
     return;
   }
   std::printf("perplexity %.4f | nll %.5f | %lld tokens (%lld scored, %lld windows of %lld) | %.1f tokens/s\n", r.ppl,
               r.nll_sum / r.n_scored, (long long)r.n_tokens, (long long)r.n_scored, (long long)r.n_windows,
               (long long)a.ctx, tps);
+  if (k > 0) std::printf("perplexity past window position %lld: %.4f\n", (long long)k, ppl_past_k);
 }
 }  // namespace
 
@@ -52,6 +65,8 @@ void register_perplexity(CLI::App& app) {
   cmd->add_option("-f,--file", a->file, "Text file")->required()->check(CLI::ExistingFile);
   cmd->add_option("-c,--ctx-size", a->ctx, "Window length in tokens")->check(CLI::PositiveNumber);
   cmd->add_option("--max-tokens", a->max_tokens, "Use at most this many tokens of the file (0: all)");
+  cmd->add_option("--past", a->past, "Also report the perplexity of tokens past this window position "
+                  "(default with --indexers: the top-k, where sparse attention starts dropping keys)");
   cmd->add_flag("--json", a->json, "Print one JSON object (ppl, nll, tokens, ...)");
   cmd->callback([a] { run(*a); });
 }
