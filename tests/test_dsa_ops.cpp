@@ -19,6 +19,7 @@
 #include <random>
 #include <vector>
 
+#include "op_test_util.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "ops/attention.h"
@@ -29,20 +30,11 @@
 namespace ic::ops {
 namespace {
 
-constexpr double kU = 5.9604644775390625e-8;  // 2^-24
-double gamma(double n) { return n * kU / (1.0 - n * kU); }
+using test::gamma;
+using test::kU;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-struct Rng {
-  uint32_t seed = std::random_device{}();
-  std::mt19937 gen{seed};
-  std::vector<float> normal(size_t n, float sd = 1.0f) {
-    std::normal_distribution<float> d(0.0f, sd);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(gen);
-    return v;
-  }
-};
+using test::Rng;
 
 // Runs f with the OpenMP team size set to n, restoring the previous size.
 template <typename F>

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "op_test_util.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/rms_norm.h"
@@ -18,19 +19,10 @@
 namespace ic::ops {
 namespace {
 
-constexpr double kU = 5.9604644775390625e-8;  // 2^-24
-double gamma(double n) { return n * kU / (1.0 - n * kU); }
+using test::gamma;
+using test::kU;
 
-struct Rng {
-  uint32_t seed = std::random_device{}();
-  std::mt19937 gen{seed};
-  std::vector<float> normal(size_t n, float sd = 1.0f) {
-    std::normal_distribution<float> d(0.0f, sd);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(gen);
-    return v;
-  }
-};
+using test::Rng;
 
 TEST(SimdCpu, ExpFastWithinTwoUlpOverTheRangeUsedBySoftmax) {
   for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {

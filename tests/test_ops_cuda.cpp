@@ -16,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "op_test_util.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/tensor.h"
@@ -29,23 +30,14 @@
 namespace ic::ops {
 namespace {
 
-constexpr double kU = 5.9604644775390625e-8;  // 2^-24
-double gamma(double n) { return n * kU / (1.0 - n * kU); }
+using test::gamma;
+using test::kU;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 #define IC_CUDA_OR_SKIP() \
   if (!::ic::cuda_available()) GTEST_SKIP() << "no usable CUDA device (or a CPU-only build)"
 
-struct Rng {
-  uint32_t seed = std::random_device{}();
-  std::mt19937 gen{seed};
-  std::vector<float> normal(size_t n, float sd = 1.0f) {
-    std::normal_distribution<float> d(0.0f, sd);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(gen);
-    return v;
-  }
-};
+using test::Rng;
 
 template <typename T>
 Tensor to_gpu(const std::vector<T>& v, const Shape& s, DType t = DType::F32) {
