@@ -66,6 +66,8 @@ PY
     expect_error "has 3 layers but the model has 30" "$bin" perplexity -m "$model" -f "$tmp/t.txt" \
       --indexers "$tmp/idx.safetensors" --pattern FSF
     expect_error "need --indexers" "$bin" perplexity -m "$model" -f "$tmp/t.txt" --topk 8
+    expect_error "only means something with --index-freq" "$bin" perplexity -m "$model" -f "$tmp/t.txt" \
+      --indexers "$tmp/idx.safetensors" --index-offset 3
     expect_error "not an indexcache indexer file\|safetensors" "$bin" perplexity -m "$model" -f "$tmp/t.txt" \
       --indexers "$model" ;;
   distill)

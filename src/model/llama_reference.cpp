@@ -13,6 +13,10 @@ namespace {
 using Mat = std::vector<float>;  // row-major
 
 Mat dequantized(const ops::LinearWeight& w) {
+  if (w.device() != Device::CPU) {  // one copy of the whole matrix, not one per row
+    const Tensor host = w.dense().to(Device::CPU);
+    return Mat(host.data<float>(), host.data<float>() + host.numel());
+  }
   Mat m(static_cast<size_t>(w.n_out() * w.n_in()));
   for (int64_t o = 0; o < w.n_out(); ++o) w.dequantize_row(o, m.data() + o * w.n_in());
   return m;

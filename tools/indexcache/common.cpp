@@ -52,6 +52,7 @@ void apply_dsa(const ModelOptions& o, LlamaModel& m, bool quiet) {
     return;
   }
   IC_CHECK(o.pattern.empty() || o.index_freq == 0, "give --pattern or --index-freq, not both");
+  IC_CHECK(o.index_offset == 1 || o.index_freq > 0, "--index-offset only means something with --index-freq");
   std::optional<LayerPattern> pattern;
   if (!o.pattern.empty()) pattern = LayerPattern::parse(o.pattern, L);
   if (o.index_freq > 0) pattern = LayerPattern::from_freq(L, o.index_freq, o.index_offset);
