@@ -185,19 +185,44 @@ void LlamaModel::forward(std::span<const int32_t> tokens, KVCache& kv, Tensor& l
 }
 
 void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, float* logits, bool all_logits) {
-  const LlamaConfig& c = cfg_;
-  const Device dev = device_;
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t p0 = kv.size();
+  Tensor x = embed(tokens);
+  if (device_ != Device::CPU) x = x.to(device_);
+  dump("embd", -1, x);
+  Tensor topk;
+  forward_layers(0, cfg_.n_layers, x, kv, p0, topk);
+  kv.set_size(p0 + n);
+  if (!logits) return;
+  output_logits(all_logits ? x : x.slice_rows(n - 1, n), logits);
+}
+
+void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, int64_t p0, Tensor& topk,
+                                const LayerPattern* pattern) {
+  const LlamaConfig& c = cfg_;
+  const Device dev = device_;
+  IC_CHECK(0 <= l0 && l0 <= l1 && l1 <= c.n_layers, "forward_layers: layers [{}, {}) outside [0, {})", l0, l1,
+           c.n_layers);
+  check_tensor(x, "forward_layers x", DType::F32, dev, 2);
+  IC_CHECK(x.dim(1) == c.dim, "forward_layers: x {} must have {} columns", x.desc(), c.dim);
+  const int64_t n = x.dim(0);
+  IC_CHECK(p0 >= 0 && p0 + n <= kv.capacity(), "forward_layers: positions [{}, {}) exceed the cache capacity {}",
+           p0, p0 + n, kv.capacity());
+  if (pattern) {
+    IC_CHECK(dsa_, "forward_layers: a layer pattern needs a DSA spec (set_dsa)");
+    IC_CHECK(pattern->n_layers() == c.n_layers, "forward_layers: pattern {} has {} layers, the model {}",
+             pattern->str(), pattern->n_layers(), c.n_layers);
+  }
+  const LayerPattern* pat = pattern ? pattern : (dsa_ ? &dsa_->pattern : nullptr);
+  if (dsa_ && l0 < l1 && !pat->is_full(l0))
+    IC_CHECK(topk.defined() && topk.dim(0) == n,
+             "forward_layers: shared layer {} starts the range, so the selection of layer {} must be passed in",
+             l0, pat->source(l0));
   const int64_t kv_dim = c.n_kv_heads * c.head_dim;
 
   Tensor pos_host = Tensor::empty({n}, DType::I32);
   for (int64_t i = 0; i < n; ++i) pos_host.data<int32_t>()[i] = static_cast<int32_t>(p0 + i);
   const Tensor pos = dev == Device::CPU ? pos_host : pos_host.to(dev);
-  Tensor x = embed(tokens);
-  if (dev != Device::CPU) x = x.to(dev);
-  dump("embd", -1, x);
-
   Tensor h = Tensor::empty({n, c.dim}, DType::F32, dev);
   Tensor q = Tensor::empty({n, c.n_heads, c.head_dim}, DType::F32, dev);
   Tensor k = Tensor::empty({n, c.n_kv_heads, c.head_dim}, DType::F32, dev);
@@ -208,9 +233,8 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, flo
   Tensor q2 = q.reshape({n, c.dim}), k2 = k.reshape({n, kv_dim}), v2 = v.reshape({n, kv_dim});
   Tensor att2 = att.reshape({n, c.dim});
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  Tensor topk;  // DSA: I32 [n, k] selection of the last F layer
 
-  for (int64_t l = 0; l < c.n_layers; ++l) {
+  for (int64_t l = l0; l < l1; ++l) {
     const LlamaLayer& L = layers_[l];
     const int li = static_cast<int>(l);
     ops::rms_norm(x, L.attn_norm, c.norm_eps, h);
@@ -228,12 +252,15 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, flo
     auto t_attn = std::chrono::steady_clock::now();
     if (dsa_) {
       // F layers select with their own indexer; S layers keep the selection of the nearest
-      // preceding F layer, which is the last one computed in this loop.
-      if (dsa_->pattern.is_full(l)) {
+      // preceding F layer, which is the last one computed in this loop (or passed in).
+      if (pat->is_full(l)) {
         const auto t_index = std::chrono::steady_clock::now();
+        IC_CHECK(dsa_->indexers[l].wq.defined(), "layer {} is F in pattern {} but has no indexer weights loaded",
+                 l, pat->str());
         const IndexerActivations ia = indexer_project(dsa_->config, dsa_->indexers[l], h, pos);
         Tensor& cache = kv.index_k(l);
-        IC_ASSERT(cache.defined());
+        IC_CHECK(cache.defined(), "layer {} is F in pattern {} but the cache has no indexer keys for it "
+                 "(make the cache with a spec where it is F)", l, pat->str());
         std::copy(ia.k.data<float>(), ia.k.data<float>() + ia.k.numel(), cache.data<float>() + p0 * dsa_->config.head_dim);
         topk = Tensor::empty({n, dsa_->config.topk}, DType::I32);
         ops::indexer_topk(ia.q, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
@@ -261,19 +288,23 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, flo
     ops::add_inplace(x, h);
     dump("l_out", li, x);
   }
-  kv.set_size(p0 + n);
-  if (!logits) return;
-  const Tensor rows = all_logits ? x : x.slice_rows(n - 1, n);
-  Tensor normed = Tensor::empty(rows.shape(), DType::F32, dev);
-  ops::rms_norm(rows, output_norm_, c.norm_eps, normed);
+}
+
+void LlamaModel::output_logits(const Tensor& x, float* logits) {
+  const LlamaConfig& c = cfg_;
+  const Device dev = device_;
+  check_tensor(x, "output_logits x", DType::F32, dev, 2);
+  const int64_t rows = x.dim(0);
+  Tensor normed = Tensor::empty(x.shape(), DType::F32, dev);
+  ops::rms_norm(x, output_norm_, c.norm_eps, normed);
   dump("result_norm", -1, normed);
   if (dev == Device::CPU) {
-    Tensor out = Tensor::borrow(logits, {rows.dim(0), c.vocab}, DType::F32);
+    Tensor out = Tensor::borrow(logits, {rows, c.vocab}, DType::F32);
     ops::linear(output_, normed, out);
   } else {
-    Tensor out = Tensor::empty({rows.dim(0), c.vocab}, DType::F32, dev);
+    Tensor out = Tensor::empty({rows, c.vocab}, DType::F32, dev);
     ops::linear(output_, normed, out);
-    Tensor host = Tensor::borrow(logits, {rows.dim(0), c.vocab}, DType::F32);
+    Tensor host = Tensor::borrow(logits, {rows, c.vocab}, DType::F32);
     host.copy_from(out);
   }
 }

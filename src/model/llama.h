@@ -94,6 +94,22 @@ class LlamaModel {
   // Embedding rows for `tokens`: F32 [n, dim] on the host.
   Tensor embed(std::span<const int32_t> tokens) const;
 
+  // The forward pass a layer range at a time, for tools that rerun part of the model (the
+  // greedy pattern search reuses every layer before the one it changes).
+  // x: F32 [n, dim] on the model's device, the residual stream entering layer l0, updated in
+  // place to the stream leaving layer l1 - 1. The n tokens sit at positions [p0, p0 + n); their
+  // keys and values (and indexer keys) are written into `kv` for each layer run, which must hold
+  // positions < p0 for those layers; kv.size() is left to the caller.
+  // topk (DSA only): I32 [n, k], the selection of the nearest F layer before l0 on entry (needed
+  // when l0 is S), that of the last F layer run on exit.
+  // pattern: overrides the spec's pattern for this call (null: the spec's); its F layers need
+  // loaded indexer weights and indexer caches in `kv`.
+  void forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, int64_t p0, Tensor& topk,
+                      const LayerPattern* pattern = nullptr);
+  // Final norm and output head: x F32 [rows, dim] on the model's device -> logits, F32
+  // [rows, vocab] host floats.
+  void output_logits(const Tensor& x, float* logits);
+
   void set_tensor_callback(TensorCallback cb) { callback_ = std::move(cb); }
   // Run as a DSA model: indexers on the spec's F layers, sparse attention over their top-k on
   // every layer. Null returns to dense attention. KV caches must be made after this call.
