@@ -83,6 +83,24 @@ TEST(DsaModel, IndexerFileRoundTripAndPatternRules) {
   }
   EXPECT_THROW(LayerPattern::parse("S" + std::string(L - 1, 'F'), L), Error);
   EXPECT_THROW(load_indexers(file, L + 1, dim), Error);
+  // Half-precision storage: the file holds each weight rounded to f16 / bf16, half the bytes.
+  for (const DType storage : {DType::F16, DType::BF16}) {
+    const std::string half = file + ".half";
+    save_indexers(half, *spec, dim, storage);
+    const DsaSpec h = load_indexers(half, L, dim);
+    EXPECT_LT(std::filesystem::file_size(half), std::filesystem::file_size(file) * 6 / 10);
+    for (int64_t l = 0; l < L; ++l) {
+      if (!spec->pattern.is_full(l)) continue;
+      const float* a = spec->indexers[l].wproj.data<float>();
+      const float* b = h.indexers[l].wproj.data<float>();
+      for (int64_t i = 0; i < h.indexers[l].wproj.numel(); ++i) {
+        const float want = storage == DType::F16 ? f16_to_f32(f32_to_f16(a[i])) : bf16_to_f32(f32_to_bf16(a[i]));
+        ASSERT_EQ(b[i], want) << dtype_name(storage) << " layer " << l << " element " << i;
+      }
+    }
+    std::filesystem::remove(half);
+  }
+  EXPECT_THROW(save_indexers(file + ".i8", *spec, dim, DType::I32), Error);
   std::filesystem::remove(file);
 }
 

@@ -88,7 +88,21 @@ DsaSpec load_indexers(const std::string& path, int64_t n_layers, int64_t dim, co
   return spec;
 }
 
-void save_indexers(const std::string& path, const DsaSpec& spec, int64_t dim) {
+namespace {
+// The F32 master tensor `t` rounded to `storage` (F32 returns it as is).
+Tensor stored_as(const Tensor& t, DType storage) {
+  if (storage == DType::F32) return t;
+  Tensor out = Tensor::empty(t.shape(), storage);
+  const float* src = t.data<float>();
+  uint16_t* dst = static_cast<uint16_t*>(out.raw());
+  for (int64_t i = 0; i < t.numel(); ++i) dst[i] = storage == DType::F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+  return out;
+}
+}  // namespace
+
+void save_indexers(const std::string& path, const DsaSpec& spec, int64_t dim, DType storage) {
+  IC_CHECK(storage == DType::F32 || storage == DType::F16 || storage == DType::BF16,
+           "save_indexers: storage type {} is not one of F32, F16, BF16", dtype_name(storage));
   safetensors::Writer wr;
   const IndexerConfig& c = spec.config;
   c.validate(dim);
@@ -110,7 +124,7 @@ void save_indexers(const std::string& path, const DsaSpec& spec, int64_t dim) {
     if (!spec.pattern.is_full(l)) continue;
     IndexerWeights w = spec.indexers[l];
     w.check(c, dim);
-    for (const char* part : kParts) wr.add(tensor_name(l, part), *part_of(w, part));
+    for (const char* part : kParts) wr.add(tensor_name(l, part), stored_as(*part_of(w, part), storage));
   }
   wr.write(path);
 }

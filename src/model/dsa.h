@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "indexcache/pattern.h"
 #include "model/indexer.h"
 
@@ -38,6 +39,8 @@ DsaSpec load_indexers(const std::string& path, int64_t n_layers, int64_t dim,
                       std::optional<int64_t> topk = std::nullopt);
 
 // Write the F layers' indexers of `spec` (atomically) with its config, pattern and metadata.
-void save_indexers(const std::string& path, const DsaSpec& spec, int64_t dim);
+// `storage` rounds the F32 weights to F16 or BF16 in the file (half the size; loading converts
+// back to F32); the trainer's checkpoints keep F32 masters regardless.
+void save_indexers(const std::string& path, const DsaSpec& spec, int64_t dim, DType storage = DType::F32);
 
 }  // namespace ic

@@ -18,7 +18,7 @@ struct DistillArgs {
   ModelOptions model;  // only -m, -t used; the teacher runs dense
   std::vector<std::string> data, heldout;
   std::string out, checkpoint, resume, init, eval_indexers, eval_pattern, mode = "warmup", pattern;
-  std::string rope_style = "half";
+  std::string rope_style = "half", save_dtype = "f32";
   int64_t index_freq = 0, index_offset = 1;
   IndexerConfig icfg;
   AdamWConfig acfg;
@@ -171,8 +171,11 @@ void run(DistillArgs a) {
   spec.metadata["indexcache.data"] =
       held ? data_summary("train", a.data, train) + "; " + data_summary("heldout", a.heldout, *held)
            : data_summary("train", a.data, train);
-  save_indexers(a.out, spec, mc.dim);
-  std::fprintf(stderr, "wrote %s (checkpoint %s)\n", a.out.c_str(), ckpt.c_str());
+  const DType storage = a.save_dtype == "f16" ? DType::F16 : a.save_dtype == "bf16" ? DType::BF16 : DType::F32;
+  save_indexers(a.out, spec, mc.dim, storage);
+  std::fprintf(stderr, "wrote %s with %s weights (checkpoint %s)\n", a.out.c_str(), a.save_dtype.c_str(), ckpt.c_str());
+  // Evaluate what the file holds, rounding included.
+  if (storage != DType::F32) spec = load_indexers(a.out, mc.n_layers, mc.dim, spec.pattern, spec.config.topk);
 
   if (held) {
     if (eval_pattern) spec.pattern = *eval_pattern;
@@ -202,6 +205,8 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--rope-dim", a->icfg.rope_dim, "Leading dims RoPE rotates (default: min(64, head dim))");
   cmd->add_option("--rope-style", a->rope_style, "half (NeoX) or interleaved");
   cmd->add_option("--topk", a->icfg.topk, "Top-k for recall (and the file's k)");
+  cmd->add_option("--save-dtype", a->save_dtype, "Weight type in the output file (the checkpoint keeps f32)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   cmd->add_option("--init", a->init, "Start from this indexer file (e.g. a warm-up run) instead of random weights");
   cmd->add_option("-c,--ctx", a->ctx, "Tokens per training window")->check(CLI::PositiveNumber);
   cmd->add_option("-b,--batch", a->batch, "Windows per step")->check(CLI::PositiveNumber);
