@@ -11,6 +11,7 @@
 #include "op_test_util.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
+#include "ops/layer_norm.h"
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
 #include "ops/simd.h"
@@ -45,6 +46,33 @@ TEST(RmsNormCpu, MatchesReference) {
     // Sum of squares: gamma_dim relative; sqrt and two products add a few u.
     const double rel = gamma(dim) / 2 + 4 * kU;
     for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(fast[i], ref[i], rel * std::fabs(ref[i]) + 1e-30) << i;
+  }
+}
+
+TEST(LayerNormCpu, MatchesLongDoubleDefinition) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  for (int64_t dim : {1, 8, 64, 128, 577}) {
+    const int64_t n = 11;
+    auto x = rng.normal(n * dim, 3.0f), w = rng.normal(dim), b = rng.normal(dim);
+    for (int64_t i = 0; i < n * dim; ++i) x[i] += 5.0f;  // an offset the mean must remove
+    std::vector<float> out(x.size());
+    cpu::layer_norm({x.data(), w.data(), b.data(), out.data(), n, dim, 1e-6f});
+    for (int64_t r = 0; r < n; ++r) {
+      long double mean = 0, var = 0;
+      for (int64_t c = 0; c < dim; ++c) mean += x[r * dim + c];
+      mean /= dim;
+      for (int64_t c = 0; c < dim; ++c) var += (x[r * dim + c] - mean) * (x[r * dim + c] - mean);
+      const long double inv = 1.0L / std::sqrt(var / dim + 1e-6L);
+      for (int64_t c = 0; c < dim; ++c) {
+        const long double z = (x[r * dim + c] - mean) * inv;
+        const long double want = z * w[c] + b[c];
+        // Double statistics are exact to f32 precision; then three f32 roundings (z, the
+        // product, the sum), each at most u of its own magnitude.
+        const double tol = 3 * kU * (std::fabs(static_cast<double>(z * w[c])) + std::fabs(static_cast<double>(want))) + 1e-30;
+        ASSERT_NEAR(out[r * dim + c], static_cast<double>(want), tol) << r << "," << c;
+      }
+    }
   }
 }
 

@@ -23,6 +23,7 @@
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
+#include "ops/layer_norm.h"
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
 #include "ops/swiglu.h"
@@ -71,6 +72,45 @@ TEST(RmsNormCuda, MatchesReference) {
       // In place (out aliases x), as the model never does but the header allows.
       Tensor inplace = to_gpu(x, {n, dim});
       rms_norm(inplace, gw, 1e-5f, inplace);
+      ASSERT_EQ(to_host(inplace), got);
+    }
+}
+
+TEST(LayerNormCuda, MatchesCpu) {
+  IC_CUDA_OR_SKIP();
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  for (int64_t n : {1, 13, 300})
+    for (int64_t dim : {1, 8, 64, 128, 577}) {
+      auto x = rng.normal(n * dim, 3.0f), w = rng.normal(dim), b = rng.normal(dim);
+      for (float& v : x) v += 2.0f;
+      std::vector<float> ref(x.size());
+      cpu::layer_norm({x.data(), w.data(), b.data(), ref.data(), n, dim, 1e-6f});
+      const Tensor gx = to_gpu(x, {n, dim}), gw = to_gpu(w, {dim}), gb = to_gpu(b, {dim});
+      Tensor out = nan_gpu({n, dim});
+      layer_norm(gx, gw, gb, 1e-6f, out);
+      const auto got = to_host(out);
+      for (int64_t r = 0; r < n; ++r) {
+        // f32 statistics on the GPU: the mean errs by gamma_dim * mean|x| (plus u|mean|), the
+        // centred sum of squares by gamma_dim relatively (halved by the square root, plus
+        // rsqrtf's 2 ulp and a few roundings); each output then by those times |w|, plus u|b|.
+        double abs_mean = 0, mean = 0, var = 0;
+        for (int64_t c = 0; c < dim; ++c) abs_mean += std::fabs(x[r * dim + c]) / dim, mean += x[r * dim + c];
+        mean /= dim;
+        for (int64_t c = 0; c < dim; ++c) var += (x[r * dim + c] - mean) * (x[r * dim + c] - mean) / dim;
+        const double inv = 1.0 / std::sqrt(var + 1e-6);
+        const double mean_err = gamma(dim) * abs_mean + kU * std::fabs(mean);
+        const double rel_inv = gamma(dim) / 2 + 2 * mean_err * abs_mean * inv * inv + 8 * kU;
+        for (int64_t c = 0; c < dim; ++c) {
+          const size_t i = static_cast<size_t>(r * dim + c);
+          const double centred = std::fabs(x[i] - mean);
+          const double tol = std::fabs(w[c]) * ((kU * std::fabs(x[i]) + mean_err) * inv + centred * inv * rel_inv) +
+                             4 * kU * (std::fabs(ref[i]) + std::fabs(b[c])) + 1e-30;
+          ASSERT_NEAR(got[i], ref[i], tol) << r << "," << c;
+        }
+      }
+      Tensor inplace = to_gpu(x, {n, dim});
+      layer_norm(inplace, gw, gb, 1e-6f, inplace);
       ASSERT_EQ(to_host(inplace), got);
     }
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ops/layer_norm.h"
 #include "ops/matmul_f32.h"
 
 namespace ic {
@@ -92,17 +93,45 @@ IndexerActivations indexer_project(const IndexerConfig& cfg, const IndexerWeight
   const float scale = cfg.weight_scale();
   for (int64_t i = 0; i < n * H; ++i) a.w.data<float>()[i] *= scale;
   // LayerNorm of each key over head_dim, in double: d is small and the key feeds every score.
-  const float* g = weights.k_norm.data<float>();
-  const float* b = weights.k_bias.data<float>();
-  for (int64_t t = 0; t < n; ++t) {
-    float* k = a.k.data<float>() + t * d;
-    double mean = 0, var = 0;
-    for (int64_t c = 0; c < d; ++c) mean += k[c];
-    mean /= d;
-    for (int64_t c = 0; c < d; ++c) var += (k[c] - mean) * (k[c] - mean);
-    const double inv = 1.0 / std::sqrt(var / d + cfg.norm_eps);
-    for (int64_t c = 0; c < d; ++c) k[c] = static_cast<float>((k[c] - mean) * inv) * g[c] + b[c];
+  ops::layer_norm(a.k, weights.k_norm, weights.k_bias, cfg.norm_eps, a.k);
+  if (cfg.rope_dim > 0) {
+    ops::rope(a.q, pos, cfg.rope_dim, cfg.rope_base, cfg.rope_style);
+    Tensor k3 = a.k.reshape({n, 1, d});
+    ops::rope(k3, pos, cfg.rope_dim, cfg.rope_base, cfg.rope_style);
   }
+  return a;
+}
+
+IndexerRunWeights IndexerRunWeights::upload(const IndexerConfig& cfg, const IndexerWeights& w, Device device) {
+  // On the CPU LinearWeight quantises to int8, too coarse for a selection; the CPU runs the
+  // f32 master weights (the IndexerWeights overload of indexer_project) instead.
+  IC_CHECK(device == Device::CUDA, "IndexerRunWeights: for the GPU only; the CPU uses the master weights");
+  const int64_t dim = w.wq.dim(1);
+  w.check(cfg, dim);
+  IndexerRunWeights r;
+  r.wq = ops::LinearWeight::load(DType::F32, w.wq.data<float>(), cfg.n_heads * cfg.head_dim, dim, device);
+  r.wk = ops::LinearWeight::load(DType::F32, w.wk.data<float>(), cfg.head_dim, dim, device);
+  std::vector<float> proj(w.wproj.data<float>(), w.wproj.data<float>() + w.wproj.numel());
+  for (float& v : proj) v *= cfg.weight_scale();
+  r.wproj_scaled = ops::LinearWeight::load(DType::F32, proj.data(), cfg.n_heads, dim, device);
+  r.k_norm = device == Device::CPU ? w.k_norm : w.k_norm.to(device);
+  r.k_bias = device == Device::CPU ? w.k_bias : w.k_bias.to(device);
+  return r;
+}
+
+IndexerActivations indexer_project(const IndexerConfig& cfg, const IndexerRunWeights& weights, const Tensor& x,
+                                   const Tensor& pos) {
+  const Device dev = x.device();
+  const int64_t n = x.dim(0), H = cfg.n_heads, d = cfg.head_dim;
+  IndexerActivations a;
+  a.q = Tensor::empty({n, H, d}, DType::F32, dev);
+  a.k = Tensor::empty({n, d}, DType::F32, dev);
+  a.w = Tensor::empty({n, H}, DType::F32, dev);
+  Tensor q2 = a.q.reshape({n, H * d});
+  ops::linear(weights.wq, x, q2);
+  ops::linear(weights.wk, x, a.k);
+  ops::linear(weights.wproj_scaled, x, a.w);
+  ops::layer_norm(a.k, weights.k_norm, weights.k_bias, cfg.norm_eps, a.k);
   if (cfg.rope_dim > 0) {
     ops::rope(a.q, pos, cfg.rope_dim, cfg.rope_base, cfg.rope_style);
     Tensor k3 = a.k.reshape({n, 1, d});

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/linear.h"
 #include "ops/rope.h"
 
 namespace ic {
@@ -42,6 +43,15 @@ struct IndexerWeights {
   void check(const IndexerConfig& cfg, int64_t dim) const;  // shapes and dtypes
 };
 
+// One indexer's weights as the GPU runs them: F32 projections for cuBLAS, the head-weight
+// scale folded into wproj, LayerNorm parameters on the device. (The CPU runs the master
+// IndexerWeights directly: its LinearWeight would quantise them to int8.)
+struct IndexerRunWeights {
+  ops::LinearWeight wq, wk, wproj_scaled;
+  Tensor k_norm, k_bias;  // F32 [head_dim] on the device
+  static IndexerRunWeights upload(const IndexerConfig& cfg, const IndexerWeights& w, Device device);
+};
+
 // The indexer's per-token tensors for n tokens at positions `pos`.
 struct IndexerActivations {
   Tensor q;  // F32 [n, n_heads, head_dim], RoPE applied
@@ -51,6 +61,10 @@ struct IndexerActivations {
 
 // x: F32 [n, dim] (the layer's attention-norm output) on the CPU; pos: I32 [n].
 IndexerActivations indexer_project(const IndexerConfig& cfg, const IndexerWeights& weights, const Tensor& x,
+                                   const Tensor& pos);
+// The same on the GPU: x F32 [n, dim] and pos I32 [n] on the weights' device; the activations
+// come back on that device.
+IndexerActivations indexer_project(const IndexerConfig& cfg, const IndexerRunWeights& weights, const Tensor& x,
                                    const Tensor& pos);
 
 // The indexer and its top-k written out plainly, in double: every score I[t, s], s <= t, of n
