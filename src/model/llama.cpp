@@ -72,7 +72,7 @@ KVCache::KVCache(const LlamaConfig& cfg, int64_t capacity, Device device, const 
     k_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
     v_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
     const bool full = dsa && dsa->pattern.is_full(l);
-    index_k_.push_back(full ? Tensor::empty({capacity, dsa->config.head_dim}, DType::F32, Device::CPU) : Tensor());
+    index_k_.push_back(full ? Tensor::empty({capacity, dsa->config.head_dim}, DType::F32, device) : Tensor());
   }
 }
 
@@ -97,12 +97,19 @@ int64_t KVCache::bytes() const {
 LlamaModel::~LlamaModel() = default;
 
 void LlamaModel::set_dsa(std::shared_ptr<const DsaSpec> spec) {
+  index_run_.clear();
   if (spec) {
-    IC_CHECK(device_ == Device::CPU, "DSA runs on the CPU only for now (its CUDA kernels are not written yet)");
     IC_CHECK(spec->n_layers() == cfg_.n_layers, "DSA spec for {} layers on a model of {}", spec->n_layers(),
              cfg_.n_layers);
     for (int64_t l = 0; l < cfg_.n_layers; ++l)
       if (spec->pattern.is_full(l)) spec->indexers[l].check(spec->config, cfg_.dim);
+    // The GPU's copies of every indexer the spec holds (a pattern override may use any of them).
+    if (device_ != Device::CPU) {
+      index_run_.resize(static_cast<size_t>(cfg_.n_layers));
+      for (int64_t l = 0; l < cfg_.n_layers; ++l)
+        if (spec->indexers[l].wq.defined())
+          index_run_[l] = IndexerRunWeights::upload(spec->config, spec->indexers[l], device_);
+    }
   }
   dsa_ = std::move(spec);
 }
@@ -257,11 +264,13 @@ void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, 
         const auto t_index = std::chrono::steady_clock::now();
         IC_CHECK(dsa_->indexers[l].wq.defined(), "layer {} is F in pattern {} but has no indexer weights loaded",
                  l, pat->str());
-        const IndexerActivations ia = indexer_project(dsa_->config, dsa_->indexers[l], h, pos);
+        const IndexerActivations ia = dev == Device::CPU
+                                          ? indexer_project(dsa_->config, dsa_->indexers[l], h, pos)
+                                          : indexer_project(dsa_->config, index_run_[l], h, pos);
         Tensor& cache = kv.index_k(l);
         IC_CHECK(cache.defined(), "layer {} is F in pattern {} but the cache has no indexer keys for it "
                  "(make the cache with a spec where it is F)", l, pat->str());
-        std::copy(ia.k.data<float>(), ia.k.data<float>() + ia.k.numel(), cache.data<float>() + p0 * dsa_->config.head_dim);
+        cache.slice_rows(p0, p0 + n).copy_from(ia.k);
         topk = Tensor::empty({n, dsa_->config.topk}, DType::I32);
         ops::indexer_topk(ia.q, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
         const auto now = std::chrono::steady_clock::now();

@@ -142,6 +142,7 @@ class LlamaModel {
   DType embd_type_ = DType::F32;
   TensorCallback callback_;
   std::shared_ptr<const DsaSpec> dsa_;
+  std::vector<IndexerRunWeights> index_run_;  // GPU only: per layer, empty where the spec has none
   ForwardStats stats_;
 };
 
