@@ -29,6 +29,18 @@ void check_supported(const char* op, DType dt, int64_t n_heads, int64_t head_dim
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
+// Keep freed stream-ordered memory in the device's default pool. By default the pool gives it
+// back at each synchronisation, and the next cudaMallocAsync maps it again: about 100 us per
+// call, which was most of a decode top-k's time (bench/RESULTS.md).
+void keep_pool_memory() {
+  int device = 0;
+  IC_CUDA_CHECK(cudaGetDevice(&device));
+  cudaMemPool_t pool;
+  IC_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t threshold = UINT64_MAX;
+  IC_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+}
+
 int device_sms() {
   int device = 0, sms = 0;
   IC_CUDA_CHECK(cudaGetDevice(&device));
@@ -68,7 +80,7 @@ void launch_dense(const IndexerParams& p, int64_t t_begin, int64_t t_end, float*
   IC_CHECK(p.n_keys <= INT32_MAX, "indexer (cuda): {} keys exceed int32 positions", p.n_keys);
   const bool bf16 = p.dtype == DType::BF16;
   const int rb = static_cast<int>(p.head_dim * (bf16 ? 2 : 1));
-  const int kq = queries_per_warp(head_tiles(p.n_heads), rb);
+  const int kq = queries_per_warp(head_tiles(p.n_heads), rb, bf16);
   const bool ragged = p.row_start || p.row_end;
   const int64_t max_end = ragged ? p.n_keys : std::min(p.n_keys, p.q_pos0 + t_end);
   const Plan pl = plan_launch(t_end - t_begin, kq, max_end);
@@ -125,6 +137,7 @@ void indexer_topk(const IndexerParams& p, int32_t* topk, int64_t k) {
   const int64_t rows = std::clamp<int64_t>(kIndexerCudaChunkBytes / (ld * int64_t{sizeof(float)}), 1, p.n_q);
   void* ws = nullptr;
   const size_t buf_bytes = static_cast<size_t>(rows * ld) * sizeof(float);
+  keep_pool_memory();
   IC_CUDA_CHECK(cudaMallocAsync(&ws, buf_bytes + (ragged ? static_cast<size_t>(p.n_q) * sizeof(int32_t) : 0), nullptr));
   float* buf = static_cast<float*>(ws);
   int32_t* len = ragged ? reinterpret_cast<int32_t*>(static_cast<char*>(ws) + buf_bytes) : nullptr;
@@ -160,6 +173,7 @@ void indexer_scores_paged(const IndexerPagedParams& p, float* scores) {
 void indexer_topk_paged(const IndexerPagedParams& p, int32_t* topk, int64_t k) {
   if (p.n_seq == 0) return;
   void* buf = nullptr;
+  keep_pool_memory();
   IC_CUDA_CHECK(cudaMallocAsync(&buf, static_cast<size_t>(p.n_seq * p.ld) * sizeof(float), nullptr));
   indexer_scores_paged(p, static_cast<float*>(buf));
   TopkParams tp{static_cast<float*>(buf), topk, p.n_seq, p.ld, 0, k};

@@ -5,7 +5,7 @@ namespace ic::ops::cuda::indexer_detail {
 
 void launch_dense_fp8(int64_t n_heads, int64_t head_dim, const ScoreArgs& a, const DenseKeys& keys, dim3 grid) {
   dispatch_shape<1>(n_heads, head_dim, [&]<int HT, int RB>() {
-    launch_score_kernel<HT, RB, false, queries_per_warp(HT, RB)>(a, keys, grid);
+    launch_score_kernel<HT, RB, false, queries_per_warp(HT, RB, false)>(a, keys, grid);
   });
 }
 

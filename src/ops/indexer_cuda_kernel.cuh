@@ -1,5 +1,5 @@
 #pragma once
-// The lightning indexer's score kernel on tensor cores (mma.sync; sm_89+ for e4m3, sm_80+ bf16).
+// The lightning indexer's score kernel on tensor cores (mma.sync m16n8k16; sm_89+ for the e4m3 conversion).
 //
 //   score[t, s] = k_scale[s] * sum_h w[t, h] * ReLU(q[t, h, :] . k[s, :])
 //
@@ -12,8 +12,13 @@
 // block's warps: warps split as wq query groups x (8 / wq) key groups, so prefill blocks share
 // keys among 8 x KQ queries and decode blocks (one query) give each warp its own 16-key slices.
 //
-// e4m3 m16n8k32 and bf16 m16n8k16 fragments have the same byte layout (32 bytes of K per step),
-// so one kernel serves both, with the row length in bytes (RB) as the K extent.
+// bf16 runs as m16n8k16 MMAs. fp8 runs as f16 m16n8k16 MMAs on operands converted in registers
+// (e4m3 -> f16 is exact): Hopper's mma.sync e4m3 m16n8k32 measured 190 TFLOP/s here, below the
+// 350 of the 16-bit path (bench/RESULTS.md); full fp8 rate needs wgmma. Both load the same
+// 32 bytes of K per ldmatrix.x4: an e4m3 fragment (lane: bytes 4 tig .. 4 tig + 3 of each
+// 16-byte half) becomes two f16 fragments by using element 4 tig + {0, 1} as k = 2 tig + {0, 1}
+// and 4 tig + {2, 3} as k = 8 + 2 tig + {0, 1}: a permutation of K applied to q and k alike,
+// which leaves every dot product unchanged.
 // Each (t, s) is computed by one warp in a fixed order, so results are bitwise reproducible and
 // do not depend on the launch's split of queries or keys.
 #include <cuda_runtime.h>
@@ -66,21 +71,31 @@ struct PagedKeys {
   }
 };
 
-__device__ __forceinline__ void mma_16x8x32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
-                                            bool bf16) {
-  if (bf16) {
+// One m16n8k16 MMA with f32 accumulation; bf16 or f16 operands.
+template <bool kBf16>
+__device__ __forceinline__ void mma_16x8x16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                            uint32_t b0, uint32_t b1) {
+  if constexpr (kBf16) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
   } else {
     asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
   }
+}
+
+// Two e4m3 values (the low or high half of x) to an f16x2: exact, e4m3 fits f16.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t x, bool high) {
+  const uint16_t v = static_cast<uint16_t>(high ? x >> 16 : x & 0xffffu);
+  uint32_t r;
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"(v));
+  return r;
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
@@ -146,7 +161,8 @@ __global__ void __launch_bounds__(kThreads) score_kernel(ScoreArgs a, Keys keys)
   if (lo >= hi) return;  // block-uniform
 
   // This warp's queries: q fragments, head weights, ranges.
-  uint32_t bq[KQ][HT][kSteps][2];
+  constexpr int kMma = kBf16 ? kSteps : 2 * kSteps;  // m16n8k16 steps: head_dim / 16
+  uint32_t bq[KQ][HT][kMma][2];
   float wv[KQ][HT][2];
   int64_t q_start[KQ], q_end[KQ], q_t[KQ];
   int64_t warp_lo = INT64_MAX, warp_hi = 0;
@@ -169,8 +185,17 @@ __global__ void __launch_bounds__(kThreads) score_kernel(ScoreArgs a, Keys keys)
       const uint8_t* qrow = a.q + (t * a.n_heads + h) * RB;
 #pragma unroll
       for (int k = 0; k < kSteps; ++k) {
-        bq[i][j][k][0] = valid ? __ldg(reinterpret_cast<const uint32_t*>(qrow + k * 32 + tig * 4)) : 0u;
-        bq[i][j][k][1] = valid ? __ldg(reinterpret_cast<const uint32_t*>(qrow + k * 32 + 16 + tig * 4)) : 0u;
+        const uint32_t r0 = valid ? __ldg(reinterpret_cast<const uint32_t*>(qrow + k * 32 + tig * 4)) : 0u;
+        const uint32_t r1 = valid ? __ldg(reinterpret_cast<const uint32_t*>(qrow + k * 32 + 16 + tig * 4)) : 0u;
+        if constexpr (kBf16) {
+          bq[i][j][k][0] = r0;
+          bq[i][j][k][1] = r1;
+        } else {
+          bq[i][j][2 * k][0] = e4m3x2_to_f16x2(r0, false);
+          bq[i][j][2 * k][1] = e4m3x2_to_f16x2(r0, true);
+          bq[i][j][2 * k + 1][0] = e4m3x2_to_f16x2(r1, false);
+          bq[i][j][2 * k + 1][1] = e4m3x2_to_f16x2(r1, true);
+        }
       }
       const int h0 = 8 * j + 2 * tig;
       wv[i][j][0] = valid_t && h0 < a.n_heads ? a.w[t * a.n_heads + h0] : 0.0f;
@@ -224,10 +249,25 @@ __global__ void __launch_bounds__(kThreads) score_kernel(ScoreArgs a, Keys keys)
       for (int k = 0; k < kSteps; ++k) {
         uint32_t af[4];
         ldmatrix_x4(af, a_row + k * 32);
+        if constexpr (kBf16) {
 #pragma unroll
-        for (int i = 0; i < KQ; ++i)
+          for (int i = 0; i < KQ; ++i)
 #pragma unroll
-          for (int j = 0; j < HT; ++j) mma_16x8x32(acc[i][j], af, bq[i][j][k][0], bq[i][j][k][1], kBf16);
+            for (int j = 0; j < HT; ++j)
+              mma_16x8x16<true>(acc[i][j], af[0], af[1], af[2], af[3], bq[i][j][k][0], bq[i][j][k][1]);
+        } else {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const uint32_t r0 = af[2 * half], r1 = af[2 * half + 1];  // rows g and g + 8
+            const uint32_t a0 = e4m3x2_to_f16x2(r0, false), a1 = e4m3x2_to_f16x2(r1, false);
+            const uint32_t a2 = e4m3x2_to_f16x2(r0, true), a3 = e4m3x2_to_f16x2(r1, true);
+#pragma unroll
+            for (int i = 0; i < KQ; ++i)
+#pragma unroll
+              for (int j = 0; j < HT; ++j)
+                mma_16x8x16<false>(acc[i][j], a0, a1, a2, a3, bq[i][j][2 * k + half][0], bq[i][j][2 * k + half][1]);
+          }
+        }
       }
       // Lane holds keys key0 + g (c0, c1) and key0 + g + 8 (c2, c3), heads 8j + 2 tig + {0, 1}.
       const float sc0 = scale_s[stage * kTileKeys + mt * 16 + g];
@@ -260,9 +300,10 @@ __global__ void __launch_bounds__(kThreads) score_kernel(ScoreArgs a, Keys keys)
 // Dynamic shared memory of score_kernel for RB bytes per key row.
 constexpr int score_smem_bytes(int rb) { return kStages * kTileKeys * (rb + kRowPad) + kStages * kTileKeys * 4; }
 
-// Queries per warp: as many as keep the q fragments within 64 registers (KQ <= 4).
-constexpr int queries_per_warp(int ht, int rb) {
-  const int regs = ht * (rb / 32) * 2;
+// Queries per warp: as many as keep the q fragments within 64 registers (KQ <= 4); the
+// fragments are 16-bit (fp8 is widened to f16), head_dim / 16 steps of 2 registers per head tile.
+constexpr int queries_per_warp(int ht, int rb, bool bf16) {
+  const int regs = ht * (bf16 ? rb / 32 : rb / 16) * 2;
   return regs >= 64 ? 1 : (64 / regs >= 4 ? 4 : 64 / regs);
 }
 

@@ -345,6 +345,18 @@ __global__ void __launch_bounds__(kThreads) topk_split_collect_kernel(Args a, Sp
   });
 }
 
+// Keep freed stream-ordered memory in the device's default pool. By default the pool gives it
+// back at each synchronisation, and the next cudaMallocAsync maps it again: about 100 us per
+// call, which was most of a decode top-k's time (bench/RESULTS.md).
+void keep_pool_memory() {
+  int device = 0;
+  IC_CUDA_CHECK(cudaGetDevice(&device));
+  cudaMemPool_t pool;
+  IC_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t threshold = UINT64_MAX;
+  IC_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+}
+
 int device_sms() {
   int device = 0, sms = 0;
   IC_CUDA_CHECK(cudaGetDevice(&device));
@@ -379,6 +391,7 @@ void topk(const TopkParams& p) {
   const size_t list_bytes = static_cast<size_t>(p.n_q) * (kTopkMaxK + kCandCap) * sizeof(uint64_t);
   void* ws = nullptr;
   // Stream-ordered allocation: served from the driver's pool after the first call.
+  keep_pool_memory();
   IC_CUDA_CHECK(cudaMallocAsync(&ws, state_bytes + hist_bytes + list_bytes, nullptr));
   char* base = static_cast<char*>(ws);
   w.state = reinterpret_cast<RowState*>(base);
