@@ -341,6 +341,42 @@ TEST(IndexerCuda, FusedCausalTopkIsTopkOfItsScores) {
   }
 }
 
+#ifdef IC_WITH_CUDA
+// Query chunks: 200 causal rows selected 37 rows at a time (and ragged rows 50 at a time) give
+// the same indices as one chunk.
+TEST(IndexerCuda, ChunkedTopkEqualsOneChunk) {
+  IC_CUDA_OR_SKIP();
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  const int64_t n_q = 200, q_pos0 = 5000, k = 300;
+  const auto in = make_indexer(rng, DType::F8_E4M3, n_q, 32, 128, q_pos0 + n_q);
+  const Tensor gq = in.gq(), gk = in.gk(), gks = in.gks(), gw = in.gw();
+  IndexerParams p{gq.raw(), gk.raw(), gks.data<float>(), gw.data<float>(), DType::F8_E4M3, n_q, 32, 128, in.n_keys,
+                  q_pos0};
+  Tensor one = filled_gpu_i32({n_q, k}, -7), many = filled_gpu_i32({n_q, k}, -7);
+  cuda::indexer_topk(p, one.data<int32_t>(), k);
+  cuda::indexer_topk(p, many.data<int32_t>(), k, 37 * (q_pos0 + n_q) * 4);
+  ASSERT_EQ(to_host<int32_t>(one), to_host<int32_t>(many));
+  const RaggedLayout lay = ragged_layout({120, 80});
+  const auto rin = make_indexer(rng, DType::BF16, 200, 16, 64, lay.n_keys);
+  const Tensor rq = rin.gq(), rk = rin.gk(), rw = rin.gw();
+  const Tensor gs = to_gpu(lay.start, {200}, DType::I32), ge = to_gpu(lay.end, {200}, DType::I32);
+  IndexerParams r{rq.raw(), rk.raw(), nullptr, rw.data<float>(), DType::BF16, 200, 16, 64, lay.n_keys, 0};
+  r.row_start = gs.data<int32_t>();
+  r.row_end = ge.data<int32_t>();
+  Tensor r1 = filled_gpu_i32({200, 64}, -7), r2 = filled_gpu_i32({200, 64}, -7);
+  cuda::indexer_topk(r, r1.data<int32_t>(), 64);
+  cuda::indexer_topk(r, r2.data<int32_t>(), 64, 50 * lay.n_keys * 4);
+  ASSERT_EQ(to_host<int32_t>(r1), to_host<int32_t>(r2));
+  // And the ragged top-k agrees with the CPU top-k of the GPU's scores.
+  Tensor sc = filled_gpu({200, lay.n_keys}, NAN);
+  indexer_scores_ragged(rq, rk, Tensor(), rw, gs, ge, sc);
+  std::vector<int32_t> len(200);
+  for (int t = 0; t < 200; ++t) len[t] = lay.end[t] - lay.start[t];
+  ASSERT_EQ(to_host<int32_t>(r2), cpu_topk(to_host<float>(sc), 200, lay.n_keys, 0, 64, &len));
+}
+#endif
+
 // Paged decode: pages shuffled across sequences, lengths 1, 64, 65 and 1000.
 TEST(IndexerCuda, PagedDecodeMatchesReference) {
   IC_CUDA_OR_SKIP();

@@ -116,7 +116,8 @@ namespace cuda {
 constexpr int64_t kIndexerCudaChunkBytes = int64_t{1} << 30;
 // Scores of valid entries only: columns past a row's length are left as they are.
 void indexer_scores(const IndexerParams& p, float* scores);
-void indexer_topk(const IndexerParams& p, int32_t* topk, int64_t k);
+// chunk_bytes: score rows held at once (tests pass a small value to run several chunks).
+void indexer_topk(const IndexerParams& p, int32_t* topk, int64_t k, int64_t chunk_bytes = kIndexerCudaChunkBytes);
 void indexer_scores_paged(const IndexerPagedParams& p, float* scores);
 void indexer_topk_paged(const IndexerPagedParams& p, int32_t* topk, int64_t k);
 // Writes -inf to scores[t, j] for j in [len(t), ld), len(t) = row_end[t] - row_start[t]

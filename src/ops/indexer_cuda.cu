@@ -130,11 +130,11 @@ void indexer_scores(const IndexerParams& p, float* scores) {
 }
 
 // Queries in chunks whose scores fit kIndexerCudaChunkBytes; each chunk is scored, then selected.
-void indexer_topk(const IndexerParams& p, int32_t* topk, int64_t k) {
+void indexer_topk(const IndexerParams& p, int32_t* topk, int64_t k, int64_t chunk_bytes) {
   if (p.n_q == 0) return;
   const bool ragged = p.row_start || p.row_end;
   const int64_t ld = ragged ? p.n_keys : p.q_pos0 + p.n_q;
-  const int64_t rows = std::clamp<int64_t>(kIndexerCudaChunkBytes / (ld * int64_t{sizeof(float)}), 1, p.n_q);
+  const int64_t rows = std::clamp<int64_t>(chunk_bytes / (ld * int64_t{sizeof(float)}), 1, p.n_q);
   void* ws = nullptr;
   const size_t buf_bytes = static_cast<size_t>(rows * ld) * sizeof(float);
   keep_pool_memory();
