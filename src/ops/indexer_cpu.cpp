@@ -41,33 +41,68 @@ std::array<float, 256> e4m3_table() {
   return t;
 }
 
+// Element i of an indexer operand of type dt, as a double (exact for every type here).
+double operand(const void* x, DType dt, int64_t i, const std::array<float, 256>& lut) {
+  switch (dt) {
+    case DType::F8_E4M3: return lut[static_cast<const uint8_t*>(x)[i]];
+    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(x)[i]);
+    default: return static_cast<const float*>(x)[i];
+  }
+}
+
+// I[t, s] in double, before the key scale.
+double reference_score(const void* q, DType dt, const float* w, int64_t t, int64_t n_heads, int64_t d,
+                       const void* k, int64_t k_row, const std::array<float, 256>& lut) {
+  double total = 0.0;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    double dot = 0.0;
+    for (int64_t c = 0; c < d; ++c)
+      dot += operand(q, dt, (t * n_heads + h) * d + c, lut) * operand(k, dt, k_row * d + c, lut);
+    total += static_cast<double>(w[t * n_heads + h]) * std::max(dot, 0.0);
+  }
+  return total;
+}
+
 }  // namespace
 
 void indexer_scores_reference(const IndexerParams& p, float* scores) {
   const auto lut = e4m3_table();
   const bool fp8 = p.dtype == DType::F8_E4M3;
-  auto qv = [&](int64_t i) -> double {
-    return fp8 ? lut[static_cast<const uint8_t*>(p.q)[i]] : static_cast<const float*>(p.q)[i];
-  };
-  auto kv = [&](int64_t i) -> double {
-    return fp8 ? lut[static_cast<const uint8_t*>(p.k)[i]] : static_cast<const float*>(p.k)[i];
-  };
-  const int64_t d = p.head_dim;
-  for (int64_t t = 0; t < p.n_q; ++t)
-    for (int64_t s = 0; s < p.n_keys; ++s) {
-      float& out = scores[t * p.n_keys + s];
-      if (s > p.q_pos0 + t) {
+  for (int64_t t = 0; t < p.n_q; ++t) {
+    const int64_t start = indexer_row_start(p, t), len = indexer_row_end(p, t) - start;
+    for (int64_t j = 0; j < p.n_keys; ++j) {
+      float& out = scores[t * p.n_keys + j];
+      if (j >= len) {
         out = -std::numeric_limits<float>::infinity();
         continue;
       }
-      double total = 0.0;
-      for (int64_t h = 0; h < p.n_heads; ++h) {
-        double dot = 0.0;
-        for (int64_t c = 0; c < d; ++c) dot += qv((t * p.n_heads + h) * d + c) * kv(s * d + c);
-        total += static_cast<double>(p.w[t * p.n_heads + h]) * std::max(dot, 0.0);
-      }
+      const int64_t s = start + j;
+      const double total = reference_score(p.q, p.dtype, p.w, t, p.n_heads, p.head_dim, p.k, s, lut);
       out = static_cast<float>(fp8 ? total * p.k_scale[s] : total);
     }
+  }
+}
+
+void indexer_scores_paged_reference(const IndexerPagedParams& p, float* scores) {
+  const auto lut = e4m3_table();
+  const int64_t d = p.head_dim, page = indexer_page_bytes(d);
+  std::vector<uint8_t> keys;
+  for (int64_t b = 0; b < p.n_seq; ++b) {
+    const int64_t len = p.seq_lens[b];
+    keys.resize(static_cast<size_t>(len * d));
+    std::vector<float> scale(static_cast<size_t>(len));
+    for (int64_t s = 0; s < len; ++s) {
+      const uint8_t* pg = p.cache + p.block_table[b * p.max_pages + s / kIndexerPageTokens] * page;
+      const int64_t r = s % kIndexerPageTokens;
+      std::memcpy(keys.data() + s * d, pg + r * d, static_cast<size_t>(d));
+      std::memcpy(&scale[s], pg + kIndexerPageTokens * d + r * 4, 4);
+    }
+    for (int64_t j = 0; j < p.ld; ++j)
+      scores[b * p.ld + j] =
+          j < len ? static_cast<float>(reference_score(p.q, DType::F8_E4M3, p.w, b, p.n_heads, d, keys.data(), j, lut) *
+                                       scale[j])
+                  : -std::numeric_limits<float>::infinity();
+  }
 }
 
 namespace {
@@ -147,6 +182,10 @@ void load_key_block(const IndexerParams& p, const std::array<float, 256>& lut, i
     const float* k = static_cast<const float*>(p.k) + j0 * d;
     for (int64_t j = 0; j < nb; ++j)
       for (int64_t c = 0; c < d; ++c) kt[c * kKeyBlock + j] = k[j * d + c];
+  } else if (p.dtype == DType::BF16) {
+    const uint16_t* k = static_cast<const uint16_t*>(p.k) + j0 * d;
+    for (int64_t j = 0; j < nb; ++j)
+      for (int64_t c = 0; c < d; ++c) kt[c * kKeyBlock + j] = bf16_to_f32(k[j * d + c]);
   } else {
     const uint8_t* k = static_cast<const uint8_t*>(p.k) + j0 * d;
     for (int64_t j = 0; j < nb; ++j)
@@ -170,13 +209,18 @@ ChunkPlan plan_chunks(const IndexerParams& p) {
   return c;
 }
 
-// Query rows [t0, t1) as f32 [rows, n_heads, head_dim]: a view of p.q, or dequantised into
-// `scratch` (exact, e4m3 fits f32).
+// Query rows [t0, t1) as f32 [rows, n_heads, head_dim]: a view of p.q, or widened into
+// `scratch` (exact: e4m3 and bf16 fit f32).
 const float* chunk_query(const IndexerParams& p, const std::array<float, 256>& lut, int64_t t0,
                          int64_t t1, std::vector<float>& scratch) {
   const int64_t row = p.n_heads * p.head_dim;
   if (p.dtype == DType::F32) return static_cast<const float*>(p.q) + t0 * row;
   scratch.resize(static_cast<size_t>((t1 - t0) * row));
+  if (p.dtype == DType::BF16) {
+    const uint16_t* qb = static_cast<const uint16_t*>(p.q) + t0 * row;
+    for (int64_t i = 0; i < (t1 - t0) * row; ++i) scratch[i] = bf16_to_f32(qb[i]);
+    return scratch.data();
+  }
   const uint8_t* q8 = static_cast<const uint8_t*>(p.q) + t0 * row;
   for (int64_t i = 0; i < (t1 - t0) * row; ++i) scratch[i] = lut[q8[i]];
   return scratch.data();

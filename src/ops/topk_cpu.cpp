@@ -11,7 +11,7 @@ void topk_reference(const TopkParams& p) {
   std::vector<std::pair<float, int32_t>> row;
   for (int64_t t = 0; t < p.n_q; ++t) {
     const float* s = p.scores + t * p.row_stride;
-    const int64_t n = p.q_pos0 + t + 1;
+    const int64_t n = topk_row_len(p, t);
     row.clear();
     for (int64_t j = 0; j < n; ++j) row.emplace_back(s[j], static_cast<int32_t>(j));
     std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) {
@@ -111,7 +111,7 @@ void topk(const TopkParams& p) {
     RowTopk sel;
 #pragma omp for schedule(dynamic, 4)
     for (int64_t t = 0; t < p.n_q; ++t)
-      sel.select(p.scores + t * p.row_stride, p.q_pos0 + t + 1, p.k, p.out + t * p.k);
+      sel.select(p.scores + t * p.row_stride, topk_row_len(p, t), p.k, p.out + t * p.k);
   }
 }
 

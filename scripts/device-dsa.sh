@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The DSA kernels' check and bench on a GPU machine, in ONE call of the device tool:
+# build with CUDA (sm_90a), run the GPU tests (and compute-sanitizer memcheck on them), measure
+# the ceilings (cuBLASLt bf16/fp8 GEMM, device-to-device copy), time the indexer scores and
+# top-k at 10K/60K/120K/200K tokens, and the plain PyTorch versions, checking ours against torch.
+# A summary table and the logs go to $OUT (./device-out elsewhere; at most 8 files come back).
+#
+#   scripts/device-dsa.sh [quick|full] [STAGE...]
+#     quick: the bench at 10K and 60K only; full: all four lengths. STAGEs default to
+#     "build test memcheck index"; any subset may be named, in order.
+#
+# Stage hook (for more kernels, e.g. the sparse attention): a stage is a shell function
+# stage_NAME, run with $build (the build folder), $OUT, $mode (quick|full) and note() (prints and
+# appends to the summary). Put it in scripts/device-dsa.d/NAME.sh (sourced here, if present),
+# build its targets by adding them to DSA_TARGETS there (DSA_TARGETS+=" my_bench"), and name
+# it on the command line or add it to DSA_STAGES. A stage that fails sets status=1 and the
+# script goes on with the next one.
+#
+# From the session checkout (the device runs a copy of it, not of a worktree):
+#   rsync -a --delete --exclude .git --exclude 'build*' --exclude models --exclude data WORKTREE/ .devtree-index/
+#   run: cd .devtree-index && scripts/device-dsa.sh full     carry [.devtree-index]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+src=$(pwd)
+mode=${1:-quick}
+shift || true
+build=${IC_DEVICE_BUILD:-/tmp/icbuild-dsa}  # outside the tree: kept while the machine stays warm
+OUT=${OUT:-$src/device-out}
+mkdir -p "$OUT"
+summary=$OUT/summary.txt
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+export PATH=/usr/local/cuda/bin:$PATH
+status=0
+DSA_TARGETS="ic_tests dsa_index_bench"
+DSA_STAGES="build test memcheck index"
+for f in "$src"/scripts/device-dsa.d/*.sh; do [ -f "$f" ] && source "$f"; done
+[ $# -gt 0 ] && DSA_STAGES="$*"
+
+note "machine: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | head -n 1)," \
+  "$(nproc) cores, $(nvcc --version | tail -n 1), date $(date -u +%F)"
+
+stage_build() {
+  local gen=(); [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null && gen=(-G Ninja)
+  if ! cmake -S "$src" -B "$build" "${gen[@]}" -DWITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DIC_BUILD_BENCH=OFF \
+      -DCMAKE_BUILD_TYPE=Release >"$OUT/build.log" 2>&1; then
+    note "FAIL: configure"; tail -n 30 "$OUT/build.log"; return 1
+  fi
+  local t0=$(date +%s)
+  if ! cmake --build "$build" -j "$(nproc)" --target $DSA_TARGETS >>"$OUT/build.log" 2>&1; then
+    note "FAIL: build"; grep -E -m 20 -A 3 "error" "$OUT/build.log"; return 1
+  fi
+  note "build: $(( $(date +%s) - t0 )) s"
+  # Registers, spills and shared memory of the DSA kernels (the compiler's report, no device time).
+  for o in "$build"/CMakeFiles/indexcache_lib.dir/src/ops/{indexer_cuda_fp8,indexer_cuda_bf16,indexer_cuda_paged,topk_cuda}.cu.o; do
+    cuobjdump -res-usage "$o" 2>/dev/null | grep -E 'Function|REG' | paste - - |
+      sed -E 's/.*Function ([^:]*):.*(REG:[0-9]+ STACK:[0-9]+ SHARED:[0-9]+ LOCAL:[0-9]+).*/\2 \1/' | cut -c1-160
+  done >"$OUT/resources.txt"
+  head -n 30 "$OUT/resources.txt"
+}
+
+stage_test() {
+  local t=$(date +%s)
+  "$build/ic_tests" --gtest_filter='TopkCuda*:IndexerCuda*:IndexerFronts*:IndexerCpuBf16*:TopkCpu*:IndexerCpu*' \
+    >"$OUT/tests.log" 2>&1
+  local rc=$?
+  note "tests: rc $rc, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]' "$OUT/tests.log" | tr '\n' ' ') ($(( $(date +%s) - t )) s)"
+  grep -E -B2 -A6 'Failure$' "$OUT/tests.log" | head -n 60 | tee -a "$summary"
+  grep -E '^\[       OK \]|FAILED' "$OUT/tests.log" | grep -E 'Cuda|FAILED' | tee -a "$summary"
+  return $rc
+}
+
+stage_memcheck() {
+  command -v compute-sanitizer >/dev/null || { note "memcheck: no compute-sanitizer"; return 0; }
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/ic_tests" \
+    --gtest_filter='TopkCuda.RaggedLengthsIncludingEmptyRows:TopkCuda.ManyRowsMatchCpuBitwise:IndexerCuda.Ragged*:IndexerCuda.Paged*:IndexerCuda.FusedCausal*' \
+    >"$OUT/memcheck.log" 2>&1
+  local rc=$?
+  note "memcheck: rc $rc ($(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -n 1))"
+  [ $rc -eq 0 ] || [ $rc -eq 124 ]
+}
+
+stage_index() {
+  mkdir -p /tmp/dsa_check
+  "$build/dsa_index_bench" --dump /tmp/dsa_check $([ "$mode" = quick ] && echo --quick) --out "$OUT/index_bench.txt" \
+    >"$OUT/index_bench.log" 2>&1
+  local rc=$?
+  note "dsa_index_bench: rc $rc"; cat "$OUT/index_bench.log" >>"$summary"; tail -n 60 "$OUT/index_bench.log"
+  local Ls=10000,60000; [ "$mode" = full ] && Ls=10000,60000,120000,200000
+  PYTHONUNBUFFERED=1 python3 "$src/bench/gpu/torch_dsa_index.py" /tmp/dsa_check "$OUT/index_bench.txt" "$Ls" \
+    >"$OUT/torch.log" 2>&1
+  local rc2=$?
+  note "torch_dsa_index.py: rc $rc2"; cat "$OUT/torch.log" | tee -a "$summary" | tail -n 40
+  [ $rc -eq 0 ] && [ $rc2 -eq 0 ]
+}
+
+for s in $DSA_STAGES; do
+  if ! declare -F "stage_$s" >/dev/null; then note "FAIL: no stage '$s'"; status=1; continue; fi
+  "stage_$s" || { status=1; note "stage $s: FAILED"; [ "$s" = build ] && break; }
+done
+note "status: $status"
+exit $status
