@@ -40,7 +40,7 @@ if [ -x .prebuilt/ic_tests ] && [ -x .prebuilt/sparse_attention_bench ] &&
 else
   gen=(); [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null && gen=(-G Ninja)
   t0=$(date +%s)
-  if ! cmake -S "$src" -B "$build" "${gen[@]}" -DWITH_CUDA=ON -DIC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Release \
+  if ! cmake -S "$src" -B "$build" "${gen[@]}" -DWITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DIC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Release \
       >"$OUT/sa_build.log" 2>&1 ||
      ! cmake --build "$build" -j "$(nproc)" --target ic_tests sparse_attention_bench >>"$OUT/sa_build.log" 2>&1; then
     note "FAIL: build"; grep -E -m 20 -A 3 "error" "$OUT/sa_build.log"; exit 1
