@@ -14,9 +14,10 @@
 #    64 and 128 heads over 10K..200K contexts, decode at batch 1 and 64, GQA prefill and decode,
 #    each checked against the CPU reference on sampled tokens;
 # 4. the plain PyTorch versions: an independent check of our output, then their times.
-# "quick" skips memcheck and the PyTorch timings.
+# 5. one MLA prefill launch under ncu, for where its time goes.
+# "quick" skips the PyTorch timings.
 # Logs: $OUT/sa_summary.txt (the table), sa_build.log, sa_tests.log, sa_memcheck.log, sa_bench.log,
-# sa_torch.log ($OUT defaults to ./device-out off the device tool).
+# sa_torch.log, sa_ncu.log ($OUT defaults to ./device-out off the device tool).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
@@ -57,7 +58,7 @@ grep -E -B2 -A6 'Failure$' "$OUT/sa_tests.log" | head -n 60 | tee -a "$summary"
 "$tests" --gtest_filter='SparseAttentionCuda*:SparseMlaCuda*' >"$OUT/sa_tests2.log" 2>&1 || status=1
 note "tests, second run: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]' "$OUT/sa_tests2.log" | tr '\n' ' ')"
 
-if [ "$mode" != quick ] && command -v compute-sanitizer >/dev/null; then
+if command -v compute-sanitizer >/dev/null; then
   t0=$(date +%s)
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$tests" \
     --gtest_filter='SparseAttentionCuda*:SparseMlaCuda*' >"$OUT/sa_memcheck.log" 2>&1
@@ -69,6 +70,16 @@ fi
 mkdir -p /tmp/sa_dump
 "$bench" /tmp/sa_dump >"$OUT/sa_bench.log" 2>&1 || status=1
 tee -a "$summary" <"$OUT/sa_bench.log"
+
+# Where the MLA prefill kernel's time goes: one launch under Nsight Compute (clocks left alone).
+if command -v ncu >/dev/null; then
+  timeout 120 ncu --clock-control none -k regex:sparse_mla_kernel -c 1 --section SpeedOfLight \
+    --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy "$bench" profile \
+    >"$OUT/sa_ncu.log" 2>&1
+  note "ncu (mla prefill T=4096 H=64 ctx=61440, one launch): rc $?"
+  grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L1/TEX Cache Throughput|Executed Ipc Active|Issue Slots Busy|SM Busy|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Stall|stall" \
+    "$OUT/sa_ncu.log" | head -n 30 | tee -a "$summary"
+fi
 
 if command -v python3 >/dev/null; then
   python3 bench/gpu/torch_sparse_attention.py check /tmp/sa_dump >"$OUT/sa_torch.log" 2>&1 || status=1

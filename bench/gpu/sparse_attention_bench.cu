@@ -5,6 +5,7 @@
 //
 //   sparse_attention_bench [DUMP_DIR]   DUMP_DIR: also write one MLA and one GQA case (inputs
 //                                       and our outputs) for bench/gpu/torch_sparse_attention.py
+//   sparse_attention_bench profile      one MLA prefill case only (for ncu)
 //
 // Counts (all entries valid, as the benchmark's index lists are):
 //   MLA: FLOPs = n_q * H * k * 2 * (576 + 512); bytes = n_q * k * 1152 (gathered latent rows)
@@ -361,11 +362,25 @@ void run_gqa(const GqaCase& c, const Ceilings& ceil, const std::string& dump) {
 
 int main(int argc, char** argv) {
   try {
-    const std::string dump = argc > 1 ? argv[1] : "";
+    const std::string arg = argc > 1 ? argv[1] : "";
     cudaDeviceProp prop{};
     IC_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    if (arg == "profile") {  // one prefill launch for ncu: the ceilings are placeholders here
+      run_mla({"prefill", 4096, 64, 61440, 2048, 0}, Ceilings{1, 1}, "");
+      return 0;
+    }
+    const std::string dump = arg;
     std::printf("device: %s, %d SMs, %.0f MB L2\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
     const Ceilings ceil = measure_ceilings();
+    // The split decode paths take their merge workspace with cudaMallocAsync. The default pool
+    // gives memory back at every synchronisation unless told to keep it, and then each call pays
+    // for a fresh allocation: measured once that way, then with the pool keeping its memory (what
+    // an engine sets once at start-up).
+    run_mla({"decode-nopool", 1, 64, 32768, 2048, 32768}, ceil, "");
+    cudaMemPool_t pool;
+    IC_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    uint64_t keep = UINT64_MAX;
+    IC_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     // Prefill: the context only sets where the indices point (10K fits in L2; 200K does not).
     for (int64_t heads : {64, 128})
       for (int64_t ctx : {10240, 61440, 122880, 204800})

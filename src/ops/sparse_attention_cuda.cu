@@ -46,7 +46,7 @@ __device__ float bf16_bits_to_float(uint32_t bits) { return __uint_as_float(bits
 
 // Reads of one cache row, f32 or bf16. Output dim of lane for slot t: f32 lanes own dims
 // lane + 32 t (128-byte coalesced rows); bf16 lanes own the pair 2 lane + 64 (t / 2) + t % 2, so
-// each lane reads 4 bytes per pair and the warp 128 bytes.
+// each lane reads 4 bytes per pair and the warp 128 bytes (head dim 32: dim lane, 2 bytes).
 template <typename KV>
 struct Cache;
 
@@ -67,11 +67,12 @@ struct Cache<float> {
     }
     return s;
   }
+  template <int D>
   __device__ static int dim(int lane, int t) { return lane + 32 * t; }
   template <int D>
   __device__ static void load_v(const float* row, int lane, float (&v)[D / 32]) {
 #pragma unroll
-    for (int t = 0; t < D / 32; ++t) v[t] = row[dim(lane, t)];
+    for (int t = 0; t < D / 32; ++t) v[t] = row[dim<D>(lane, t)];
   }
 };
 
@@ -92,14 +93,20 @@ struct Cache<uint16_t> {
     }
     return s;
   }
-  __device__ static int dim(int lane, int t) { return 2 * lane + 64 * (t / 2) + t % 2; }
+  // Head dim 32 has one dim per lane: plain 2-byte reads.
+  template <int D>
+  __device__ static int dim(int lane, int t) { return D == 32 ? lane : 2 * lane + 64 * (t / 2) + t % 2; }
   template <int D>
   __device__ static void load_v(const uint16_t* row, int lane, float (&v)[D / 32]) {
+    if constexpr (D == 32) {
+      v[0] = bf16_bits_to_float(row[lane]);
+    } else {
 #pragma unroll
-    for (int t = 0; t < D / 32; t += 2) {
-      const uint32_t w = *reinterpret_cast<const uint32_t*>(row + 2 * lane + 64 * (t / 2));
-      v[t] = bf16_bits_to_float(w & 0xffffu);
-      v[t + 1] = bf16_bits_to_float(w >> 16);
+      for (int t = 0; t < D / 32; t += 2) {
+        const uint32_t w = *reinterpret_cast<const uint32_t*>(row + 2 * lane + 64 * (t / 2));
+        v[t] = bf16_bits_to_float(w & 0xffffu);
+        v[t + 1] = bf16_bits_to_float(w >> 16);
+      }
     }
   }
 };
@@ -207,12 +214,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (part.acc == nullptr) {
       const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // no valid entry: zeros
 #pragma unroll
-      for (int j = 0; j < kPerLane; ++j) p.out[o * D + Cache<KV>::dim(lane, j)] = acc[r][j] * inv;
+      for (int j = 0; j < kPerLane; ++j) p.out[o * D + Cache<KV>::template dim<D>(lane, j)] = acc[r][j] * inv;
       if (p.lse && lane == 0) p.lse[o] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
     } else {
       const int64_t po = split * p.n_q * p.n_heads + o;
 #pragma unroll
-      for (int j = 0; j < kPerLane; ++j) part.acc[po * D + Cache<KV>::dim(lane, j)] = acc[r][j];
+      for (int j = 0; j < kPerLane; ++j) part.acc[po * D + Cache<KV>::template dim<D>(lane, j)] = acc[r][j];
       if (lane == 0) {
         part.ml[2 * po] = m[r];
         part.ml[2 * po + 1] = l[r];
