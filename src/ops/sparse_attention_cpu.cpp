@@ -12,6 +12,8 @@ namespace {
 
 // Serial, before any parallel region, so a bad index surfaces as an ic::Error.
 void check_indices(const SparseAttentionParams& p) {
+  IC_CHECK(p.k != nullptr && p.v != nullptr,
+           "sparse_attention (cpu): the CPU kernels read an f32 cache (the front widens a bf16 one)");
   for (int64_t t = 0; t < p.n_q; ++t)
     for (int64_t i = 0; i < p.topk_k; ++i) {
       const int32_t s = p.topk[t * p.topk_k + i];
