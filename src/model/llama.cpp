@@ -72,7 +72,9 @@ KVCache::KVCache(const LlamaConfig& cfg, int64_t capacity, Device device, const 
     k_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
     v_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
     const bool full = dsa && dsa->pattern.is_full(l);
-    index_k_.push_back(full ? Tensor::empty({capacity, dsa->config.head_dim}, DType::F32, device) : Tensor());
+    // Indexer keys in f32 on the CPU (its selection runs in f32), bf16 on the GPU (its kernels' type).
+    const DType index_type = device == Device::CPU ? DType::F32 : DType::BF16;
+    index_k_.push_back(full ? Tensor::empty({capacity, dsa->config.head_dim}, index_type, device) : Tensor());
   }
 }
 
@@ -270,9 +272,17 @@ void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, 
         Tensor& cache = kv.index_k(l);
         IC_CHECK(cache.defined(), "layer {} is F in pattern {} but the cache has no indexer keys for it "
                  "(make the cache with a spec where it is F)", l, pat->str());
-        cache.slice_rows(p0, p0 + n).copy_from(ia.k);
-        topk = Tensor::empty({n, dsa_->config.topk}, DType::I32);
-        ops::indexer_topk(ia.q, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
+        topk = Tensor::empty({n, dsa_->config.topk}, DType::I32, dev);
+        if (dev == Device::CPU) {
+          cache.slice_rows(p0, p0 + n).copy_from(ia.k);
+          ops::indexer_topk(ia.q, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
+        } else {
+          Tensor rows = cache.slice_rows(p0, p0 + n);
+          ops::to_bf16(ia.k, rows);
+          Tensor q16 = Tensor::empty(ia.q.shape(), DType::BF16, dev);
+          ops::to_bf16(ia.q, q16);
+          ops::indexer_topk(q16, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
+        }
         const auto now = std::chrono::steady_clock::now();
         stats_.indexer += std::chrono::duration<double>(now - t_index).count();
         ++stats_.indexer_layer_runs;

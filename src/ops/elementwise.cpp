@@ -4,6 +4,19 @@
 
 namespace ic::ops {
 
+void to_bf16(const Tensor& src, Tensor& dst) {
+  check_tensor(src, "to_bf16 src", DType::F32, src.device(), src.rank());
+  check_tensor(dst, "to_bf16 dst", DType::BF16, src.device(), src.rank());
+  IC_CHECK(src.shape() == dst.shape(), "to_bf16: shapes differ, {} vs {}", src.desc(), dst.desc());
+  const ToBf16Params p{src.data<float>(), static_cast<uint16_t*>(dst.raw()), src.numel()};
+  if (src.device() == Device::CPU) return cpu::to_bf16(p);
+#ifdef IC_WITH_CUDA
+  cuda::to_bf16(p);
+#else
+  fail_no_cuda("to_bf16");
+#endif
+}
+
 void add_inplace(Tensor& a, const Tensor& b) {
   check_tensor(a, "add a", DType::F32, a.device(), a.rank());
   check_tensor(b, "add b", DType::F32, a.device(), a.rank());

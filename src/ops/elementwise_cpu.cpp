@@ -1,9 +1,14 @@
 #include <cstring>
 
+#include "core/dtype.h"
 #include "ops/elementwise.h"
 #include "ops/simd.h"
 
 namespace ic::ops::cpu {
+
+void to_bf16(const ToBf16Params& p) {
+  for (int64_t i = 0; i < p.n; ++i) p.dst[i] = f32_to_bf16(p.src[i]);
+}
 
 IC_SIMD_CLONES
 void add_inplace(const AddParams& p) {

@@ -1,5 +1,6 @@
 // Residual add and KV-cache store on the GPU: grid-stride loops over contiguous elements, so
 // consecutive threads touch consecutive addresses in every array.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -21,6 +22,13 @@ __global__ void add_kernel(float* a, const float* b, int64_t n) {
     a[i] += b[i];
 }
 
+// __float2bfloat16_rn: round to nearest even, as f32_to_bf16 on the host.
+__global__ void to_bf16_kernel(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(src[i]));
+}
+
 // Element e of src [n_tok, n_kv_heads, head_dim] goes to row pos0 + t of head g in the cache.
 __global__ void kv_store_kernel(KvStoreParams p) {
   const int64_t n = p.n_tok * p.n_kv_heads * p.head_dim;
@@ -34,6 +42,12 @@ __global__ void kv_store_kernel(KvStoreParams p) {
 }
 
 }  // namespace
+
+void to_bf16(const ToBf16Params& p) {
+  if (p.n == 0) return;
+  to_bf16_kernel<<<grid_for(p.n), kThreads>>>(p.src, p.dst, p.n);
+  IC_CUDA_CHECK_LAUNCH();
+}
 
 void add_inplace(const AddParams& p) {
   if (p.n == 0) return;
