@@ -100,6 +100,80 @@ PY
       --resume "$tmp/idx.safetensors.ckpt"
     expect_error "too little text" "$bin" distill -m "$model" --data "$tmp/held.txt" -c 4000 -o "$tmp/x.safetensors"
     expect_error "needs --data" "$bin" distill -m "$model" -o "$tmp/x.safetensors" ;;
+  eval)
+    "$bin" init-indexers -m "$model" -o "$tmp/idx.safetensors" --heads 2 --head-dim 32 --topk 16 -s 1 2>/dev/null ||
+      fail "init-indexers failed"
+    head -c 6000 "$src/tests/data/reference_text.txt" > "$tmp/t.txt"
+    full=$(printf 'F%.0s' $(seq 30))
+    echo "{\"patterns\": {\"1/2\": \"$(printf 'FS%.0s' $(seq 15))\", \"1/1\": \"$full\"}}" > "$tmp/search.json"
+    "$bin" eval -m "$model" -t 1 --config base=dense --config q="$tmp/idx.safetensors@freq=4" \
+      -f "$tmp/t.txt" --ctx 64,128 --max-tokens 256 --passkey-lengths 100,130 --passkey-depths 0,100 \
+      --passkey-trials 2 --recall-ctx 64 --recall-windows 1 --json "$tmp/eval.json" >"$tmp/out" 2>"$tmp/err" ||
+      fail "eval failed: $(cat "$tmp/err")"
+    grep -q "tok/s, ETA" "$tmp/err" || fail "no progress lines: $(cat "$tmp/err")"
+    for h in "## Held-out perplexity" "## Passkey retrieval" "### Passkey, q:" "## Per-layer attention recall"; do
+      grep -q "$h" "$tmp/out" || fail "markdown lacks '$h': $(cat "$tmp/out")"
+    done
+    # Recall only (cheap): the file's own pattern and a searched one.
+    "$bin" eval -m "$model" -t 1 --sections recall --config dsa="$tmp/idx.safetensors" \
+      --config s="$tmp/idx.safetensors@search=$tmp/search.json:1/2" -f "$tmp/t.txt" --recall-ctx 64 \
+      --recall-windows 1 --json "$tmp/recall.json" >/dev/null 2>"$tmp/err" || fail "eval recall failed: $(cat "$tmp/err")"
+    python3 - "$tmp/eval.json" "$tmp/recall.json" <<'PY' || exit 1
+import json, sys
+r = json.load(open(sys.argv[1]))
+c = {x["name"]: x for x in r["configs"]}
+assert list(c) == ["base", "q"], list(c)
+assert c["q"]["pattern"] == "FSSS" * 7 + "FS" and c["q"]["topk"] == 16 and "pattern" not in c["base"], c["q"]
+for x in c.values():
+    assert [p["ctx"] for p in x["perplexity"]] == [64, 128], x["perplexity"]
+    assert all(p["tokens"] == 256 and 1 < p["ppl"] < 1e4 and p["past"] == 16 for p in x["perplexity"]), x["perplexity"]
+    cells = x["passkey"]["cells"]
+    assert [(k["length"], k["depth"]) for k in cells] == [(100, 0), (100, 1), (130, 0), (130, 1)], cells
+    assert all(k["trials"] == 2 and 0 <= k["accuracy"] <= 1 and k["mean_nll"] > 0 and k["prompt_tokens"] <= k["length"]
+               for k in cells), cells
+# The same seed gives the same prompts to every configuration.
+assert [k["prompt_tokens"] for k in c["base"]["passkey"]["cells"]] == [k["prompt_tokens"] for k in c["q"]["passkey"]["cells"]]
+assert "recall" not in c["base"] and len(c["q"]["recall"]["layers"]) == 30
+assert [l["source"] for l in c["q"]["recall"]["layers"]][:6] == [0, 0, 0, 0, 4, 4]
+r = json.load(open(sys.argv[2]))
+c = {x["name"]: x for x in r["configs"]}
+assert c["dsa"]["n_full"] == 30 and c["s"]["pattern"] == "FS" * 15 and "perplexity" not in c["s"], c["s"]
+assert all(0 <= l["recall"] <= 1 for l in c["dsa"]["recall"]["layers"])
+assert [l["source"] for l in c["s"]["recall"]["layers"]][:4] == [0, 0, 2, 2]
+PY
+    expect_error "exceeds the model's trained context" "$bin" eval -m "$model" --config base=dense -f "$tmp/t.txt" --ctx 10000
+    expect_error "exceeds the model's trained context" "$bin" eval -m "$model" --config base=dense --sections passkey \
+      --passkey-lengths 1024,9000
+    expect_error "expected NAME=SPEC" "$bin" eval -m "$model" --config dense -f "$tmp/t.txt"
+    expect_error "has no pattern '1/8' (it has: 1/1, 1/2)" "$bin" eval -m "$model" -f "$tmp/t.txt" \
+      --config "s=$tmp/idx.safetensors@search=$tmp/search.json:1/8"
+    expect_error "need held-out text" "$bin" eval -m "$model" --config base=dense ;;
+  overlap)
+    "$bin" init-indexers -m "$model" -o "$tmp/idx.safetensors" --heads 2 --head-dim 32 --topk 16 -s 1 2>/dev/null ||
+      fail "init-indexers failed"
+    head -c 3000 "$src/tests/data/reference_text.txt" > "$tmp/t.txt"
+    "$bin" overlap -m "$model" -t 1 --indexers "$tmp/idx.safetensors" -f "$tmp/t.txt" --ctx 128 --pattern freq=4 \
+      --json "$tmp/o.json" --svg "$tmp/o.svg" >"$tmp/out" 2>"$tmp/err" || fail "overlap failed: $(cat "$tmp/err")"
+    grep -q "mean Jaccard over 112 query positions (>= 16)" "$tmp/out" || fail "no summary: $(cat "$tmp/out")"
+    python3 - "$tmp/o.json" "$tmp/o.svg" <<'PY' || exit 1
+import json, sys, xml.etree.ElementTree as ET
+r = json.load(open(sys.argv[1]))
+m = r["jaccard"]
+assert r["n_layers"] == 30 and len(m) == 30 and all(len(row) == 30 for row in m)
+assert r["min_position"] == 16 and r["rows"] == 112 and r["pattern"] == "FSSS" * 7 + "FS", r["pattern"]
+assert all(m[i][i] == 1 and all(m[i][j] == m[j][i] and 0 <= m[i][j] <= 1 for j in range(30)) for i in range(30))
+# Random indexers of different layers choose differently.
+assert r["mean_offdiagonal"] < 0.95, r["mean_offdiagonal"]
+root = ET.parse(sys.argv[2]).getroot()
+ns = "{http://www.w3.org/2000/svg}"
+assert root.tag == ns + "svg"
+assert len(root.findall(f"{ns}rect/{ns}title")) == 900
+assert sum(1 for e in root.iter(ns + "rect") if e.get("fill") == "#d62728") == 2 * 8 + 1  # F layers marked
+PY
+    expect_error "exceeds the model's trained context" "$bin" overlap -m "$model" --indexers "$tmp/idx.safetensors" \
+      -f "$tmp/t.txt" --ctx 10000
+    expect_error "neither F nor S" "$bin" overlap -m "$model" --indexers "$tmp/idx.safetensors" -f "$tmp/t.txt" \
+      --pattern FSX ;;
   *) fail "unknown case $case" ;;
 esac
 echo "ok: $case"

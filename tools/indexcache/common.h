@@ -36,5 +36,7 @@ void register_tokenize(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_init_indexers(CLI::App& app);
 void register_distill(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_overlap(CLI::App& app);
 
 }  // namespace ic::cli
