@@ -36,5 +36,6 @@ void register_tokenize(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_init_indexers(CLI::App& app);
 void register_distill(CLI::App& app);
+void register_search(CLI::App& app);
 
 }  // namespace ic::cli

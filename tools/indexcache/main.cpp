@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   ic::cli::register_bench(app);
   ic::cli::register_init_indexers(app);
   ic::cli::register_distill(app);
+  ic::cli::register_search(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
