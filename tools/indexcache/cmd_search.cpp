@@ -85,14 +85,12 @@ void run(SearchArgs a) {
                  "(seed %llu)\n", data.files().size(), (long long)data.n_tokens(), (long long)data.n_windows(),
                  (long long)a.ctx, data.fingerprint().c_str(), (long long)a.windows, (unsigned long long)a.seed);
 
-  const double dense_loss = mean_window_nll(*model, windows);
   model->set_dsa(spec);
   if (!a.quiet)
-    std::fprintf(stderr, "search: %lld layers, keep %lld F (%s), top-k %lld, %s%s, %d threads; dense loss %.5f\n",
-                 (long long)N, (long long)cfg.keep, a.keep.c_str(), (long long)spec->config.topk,
+    std::fprintf(stderr, "search: %lld layers, keep %lld F (%s), top-k %lld, %s%s, %d threads\n", (long long)N,
+                 (long long)cfg.keep, a.keep.c_str(), (long long)spec->config.topk,
                  cfg.lazy ? "lazy greedy" : "exact greedy",
-                 cfg.blocks > 1 ? fmt::format(", {} blocks", cfg.blocks).c_str() : "", omp_get_max_threads(),
-                 dense_loss);
+                 cfg.blocks > 1 ? fmt::format(", {} blocks", cfg.blocks).c_str() : "", omp_get_max_threads());
   const SearchResult r = greedy_search(*model, windows, cfg, [&](const SearchProgress& p) {
     if (a.quiet) return;
     const double rate = p.layer_evals / std::max(p.seconds, 1e-9);
@@ -102,6 +100,8 @@ void run(SearchArgs a) {
                  p.best_loss, (long long)p.layer_evals, rate, std::max(0.0, eta));
   });
   if (!a.quiet) std::fprintf(stderr, "\n");
+  model->set_dsa(nullptr);  // the reference point: the dense model on the same windows
+  const double dense_loss = mean_window_nll(*model, windows);
 
   std::printf("dense loss %.5f | all-F loss %.5f (%+.5f)\n", dense_loss, r.all_f_loss, r.all_f_loss - dense_loss);
   std::printf("step | layer | loss     | vs all-F | F  | pattern\n");
