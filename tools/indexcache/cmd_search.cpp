@@ -126,6 +126,15 @@ void run(SearchArgs a) {
               (long long)c.naive_layer_evals, (long long)(c.naive_passes * a.windows),
               static_cast<double>(c.naive_layer_evals) / std::max<int64_t>(1, c.layer_evals), c.seconds,
               c.layer_evals / std::max(c.seconds, 1e-9), c.cache_bytes / 1048576.0);
+  // Weight multiply-adds per token: one layer (q, k, v, o projections and the SwiGLU FFN) and the
+  // output head; they weigh the counts above into an estimate of the work saved.
+  const double kv_dim = static_cast<double>(mc.n_kv_heads * mc.head_dim);
+  const double layer_macs = mc.dim * (2.0 * mc.dim + 2.0 * kv_dim) + 3.0 * mc.dim * mc.ffn_dim;
+  const double head_layers = static_cast<double>(mc.vocab) * mc.dim / layer_macs;
+  const double work = c.layer_evals + head_layers * c.head_evals;
+  const double naive_work = c.naive_layer_evals + head_layers * c.naive_passes * a.windows;
+  std::printf("work (weight MACs, the output head counted as %.1f layers): %.2fx less than full passes\n",
+              head_layers, naive_work / std::max(work, 1.0));
   if (c.refresh_mismatches > 0)
     std::fprintf(stderr, "warning: %lld committed losses differed from their candidate losses (non-deterministic ops?)\n",
                  (long long)c.refresh_mismatches);
@@ -147,7 +156,8 @@ void run(SearchArgs a) {
       {"cost",
        {{"candidates", c.candidates}, {"layer_evals", c.layer_evals}, {"head_evals", c.head_evals},
         {"naive_passes", c.naive_passes}, {"naive_layer_evals", c.naive_layer_evals},
-        {"refresh_mismatches", c.refresh_mismatches}, {"seconds", c.seconds}, {"cache_bytes", c.cache_bytes}}},
+        {"refresh_mismatches", c.refresh_mismatches}, {"seconds", c.seconds}, {"cache_bytes", c.cache_bytes},
+        {"head_in_layers", head_layers}, {"work_ratio", naive_work / std::max(work, 1.0)}}},
       {"config",
        {{"model", model->path()}, {"indexers", a.model.indexers}, {"topk", spec->config.topk}, {"n_layers", N},
         {"keep", cfg.keep}, {"keep_arg", a.keep}, {"lazy", cfg.lazy}, {"blocks", cfg.blocks}, {"ctx", a.ctx},
