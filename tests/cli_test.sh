@@ -174,6 +174,40 @@ PY
       -f "$tmp/t.txt" --ctx 10000
     expect_error "neither F nor S" "$bin" overlap -m "$model" --indexers "$tmp/idx.safetensors" -f "$tmp/t.txt" \
       --pattern FSX ;;
+  search)
+    mkdir -p "$tmp/calib"
+    head -c 4000 "$src/tests/data/reference_text.txt" > "$tmp/calib/a.txt"
+    allf=$src/models/indexers/smollm2-h4d64-allF.safetensors
+    # Top-k 16 of 64-token windows, so sparse attention drops keys and the flips matter.
+    s=(search -m "$model" --indexers "$allf" -f "$tmp/calib" --ctx 64 --topk 16 -t 1)
+    "$bin" "${s[@]}" --windows 1 --keep 28 --json "$tmp/s.json" >"$tmp/out" 2>"$tmp/err" || fail "search failed: $(cat "$tmp/err")"
+    grep -q "layer-evals, [0-9.]*/s, ETA" "$tmp/err" || fail "no progress lines: $(cat "$tmp/err")"
+    grep -q "^cost: 57 candidates" "$tmp/out" || fail "no cost report: $(cat "$tmp/out")"
+    python3 - "$tmp/s.json" <<'PY' || exit 1
+import json, math, sys
+r = json.load(open(sys.argv[1]))
+t = r["trajectory"]
+assert [s["step"] for s in t] == [1, 2] and [s["n_full"] for s in t] == [29, 28], t
+assert all(s["pattern"][0] == "F" and s["pattern"][s["layer"]] == "S" for s in t), t
+assert all(a == "F" or b == "S" for a, b in zip(t[0]["pattern"], t[1]["pattern"])), "not nested"
+# The flip committed is the best candidate (ties: lower layer), and its loss the candidate's.
+for s in t:
+    c = {int(k): v for k, v in s["candidates"].items()}
+    assert s["layer"] == min(c, key=lambda l: (c[l], l)) and s["loss"] == c[s["layer"]], s
+assert len(t[0]["candidates"]) == 29 and len(t[1]["candidates"]) == 28
+assert r["patterns"] == {"28": t[1]["pattern"]}, r["patterns"]
+assert all(math.isfinite(x) and 1 < x < 8 for x in (r["dense_loss"], r["all_f_loss"])), r
+c = r["cost"]
+assert c["candidates"] == 57 and c["naive_passes"] == 58 and c["naive_layer_evals"] == 58 * 30, c
+assert 0 < c["layer_evals"] < c["naive_layer_evals"] and c["refresh_mismatches"] == 0, c
+assert r["config"]["topk"] == 16 and r["config"]["keep"] == 28, r["config"]
+PY
+    expect_error "outside \[1, 30\]" "$bin" "${s[@]}" --keep 31
+    expect_error "expected a fraction 1/D" "$bin" "${s[@]}" --keep 1/0
+    expect_error "do not apply" "$bin" "${s[@]}" --index-freq 4
+    expect_error "has no indexer for it" "$bin" "${s[@]/$allf/$src/models/indexers/smollm2-h4d64-half.safetensors}"
+    expect_error "not supported" "$bin" "${s[@]}" --lazy --blocks 2
+    expect_error "gives 14 windows" "$bin" "${s[@]}" --windows 99 ;;
   *) fail "unknown case $case" ;;
 esac
 echo "ok: $case"

@@ -38,5 +38,6 @@ void register_init_indexers(CLI::App& app);
 void register_distill(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_overlap(CLI::App& app);
+void register_search(CLI::App& app);
 
 }  // namespace ic::cli
