@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# SmolLM2 as a DSA model on the GPU, in back-to-back calls of the device tool (the 98 MB model
+# travels in parts): build with CUDA, the whole test suite with the model (the GPU DSA model tests
+# included), the greedy IndexCache search on the GPU, and the evaluation suite (perplexity at
+# 2K/4K/8K for every configuration, a top-k sweep, passkey retrieval, overlap heatmap). Attention
+# recall runs on the CPU (its teacher is CPU code), so it is measured off the device.
+# Logs go to $OUT (the device tool's output folder; ./device-out elsewhere).
+#
+#   scripts/device-dsa-model.sh stage DIR     (device) keep DIR's files (model parts part_*, data.tar)
+#                                             under /tmp/icm; build when there is no build yet
+#   scripts/device-dsa-model.sh run DIR       (device) stage the last files, reassemble and check the
+#                                             model, build, test, search, evaluate (perplexity, recall)
+#   scripts/device-dsa-model.sh passkey CFGS  (device) passkey retrieval of the named configurations
+#                                             (comma-separated names of the run's configurations)
+# From the session checkout (the device runs a copy of it):
+#   split -n 3 -d models/SmolLM2-135M-Instruct.Q4_1.gguf part_   (one part per call, in .mpartN/)
+#   tar cf .mpart1/data.tar data/corpus/calib data/corpus/heldout
+#   run: scripts/device-dsa-model.sh stage .mpart1   carry [.mpart1]; then .mpart2; then run .mpart3
+set -uo pipefail
+cd "$(dirname "$0")/.."
+src=$(pwd)
+mode=${1:?usage: $0 stage|run DIR | passkey CONFIGS}
+model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+icm=/tmp/icm
+model=$icm/SmolLM2-135M-Instruct.Q4_1.gguf
+build=$icm/build
+OUT=${OUT:-$src/device-out}
+mkdir -p "$OUT" "$icm/parts"
+summary=$OUT/summary-$mode.txt
+: >"$summary"
+# The tool brings back at most 8 files: the summary, the results, and one archive of the logs.
+LOG=$icm/logs-$mode
+rm -rf "$LOG" && mkdir -p "$LOG"
+trap 'tar czf "$OUT/logs-$mode.tar.gz" -C "$icm" "logs-$mode"' EXIT
+note() { echo "$*" | tee -a "$summary"; }
+export PATH=/usr/local/cuda/bin:$PATH
+topk=${IC_EVAL_TOPK:-256}
+
+if [ "$mode" != passkey ]; then
+  dir=${2:?$mode needs the folder of parts}
+  for f in "$dir"/*; do
+    case $(basename "$f") in
+      part_*) cp "$f" "$icm/parts/" ;;
+      data.tar) tar xf "$f" -C "$icm" ;;
+    esac
+  done
+  note "staged: $(ls "$icm/parts" | tr '\n' ' ')$( [ -d "$icm/data" ] && echo '+ data')"
+fi
+
+build_all() {
+  if [ ! -f "$build/CMakeCache.txt" ]; then
+    cmake -S "$src" -B "$build" -DWITH_CUDA=ON -DIC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=Release >"$LOG/build.log" 2>&1 ||
+      { note "FAIL: configure"; tail -n 30 "$LOG/build.log"; exit 1; }
+  fi
+  local t0=$(date +%s)
+  cmake --build "$build" -j "$(nproc)" >>"$LOG/build.log" 2>&1 ||
+    { note "FAIL: build"; grep -E -m 20 -A 3 "error" "$LOG/build.log"; exit 1; }
+  note "build: $(( $(date +%s) - t0 )) s"
+}
+
+if [ "$mode" = stage ]; then
+  build_all
+  [ -f "$icm/ops-tested" ] && exit 0  # the op tests ran in an earlier stage call on this machine
+  touch "$icm/ops-tested"
+  "$build/ic_tests" --gtest_filter='*Cuda*:-ModelCuda*' >"$LOG/tests-gpu-ops.log" 2>&1
+  note "GPU op tests (no model): rc $?, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]' "$LOG/tests-gpu-ops.log" | tr '\n' ' ')"
+  grep -E -A3 'Failure$' "$LOG/tests-gpu-ops.log" | head -20 | tee -a "$summary"
+  exit 0
+fi
+
+ic=$build/indexcache
+idx=$src/models/indexers
+status=0
+if [ "$mode" = run ]; then
+  cat "$icm"/parts/part_* >"$model"
+  [ "$(sha256sum "$model" | cut -d' ' -f1)" = "$model_sha" ] || { note "FAIL: model SHA-256 (parts: $(ls "$icm/parts" | tr '\n' ' '))"; exit 1; }
+  note "model reassembled, SHA-256 ok; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+  export IC_MODEL=$model
+  build_all
+  t=$(date +%s)
+  "$build/ic_tests" --gtest_filter='ModelCuda*' >"$LOG/tests-all.log" 2>&1 || status=1
+  note "GPU tests with the model: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]' "$LOG/tests-all.log" | tr '\n' ' ') ($(( $(date +%s) - t )) s)"
+  grep -E -A3 'Failure$' "$LOG/tests-all.log" | head -30 | tee -a "$summary"
+  grep -E '^\[ model cuda' "$LOG/tests-all.log" | tee -a "$summary"
+
+  # The greedy search on the GPU, calibration split only (never the held-out one).
+  t=$(date +%s)
+  "$ic" search --device cuda --indexers "$idx/smollm2-h4d64-allF.safetensors" --topk "$topk" -f "$icm/data/corpus/calib" \
+    -c 2048 --windows 4 --seed 7 --json "$OUT/search.json" >"$LOG/search.log" 2>"$LOG/search.err" || { status=1; note "FAIL: search"; tail -5 "$LOG/search.err"; }
+  note "search (GPU, 4 x 2048 calibration tokens, k $topk): $(( $(date +%s) - t )) s"
+  grep -E "1/2|1/4|1/8|cost|evaluations" "$LOG/search.log" | head -12 | tee -a "$summary"
+  cp "$OUT/search.json" "$icm/search.json" 2>/dev/null
+
+  held=$icm/data/corpus/heldout
+  configs=(--config dense=dense --config dsa="$idx/smollm2-h4d64-allF.safetensors"
+    --config uniform-1/2="$idx/smollm2-h4d64-allF.safetensors@freq=2" --config uniform-1/4="$idx/smollm2-h4d64-allF.safetensors@freq=4"
+    --config uniform-1/8="$idx/smollm2-h4d64-allF.safetensors@freq=8"
+    --config searched-1/2="$idx/smollm2-h4d64-allF.safetensors@search=$icm/search.json:1/2"
+    --config searched-1/4="$idx/smollm2-h4d64-allF.safetensors@search=$icm/search.json:1/4"
+    --config searched-1/8="$idx/smollm2-h4d64-allF.safetensors@search=$icm/search.json:1/8"
+    --config trained-1/2="$idx/smollm2-h4d64-half.safetensors" --config trained-1/4="$idx/smollm2-h4d64-quarter.safetensors")
+  printf '%s\n' "${configs[@]}" >"$icm/configs.txt"
+  t=$(date +%s)
+  "$ic" eval --device cuda "${configs[@]}" --topk "$topk" -f "$held" --max-tokens 32768 --sections ppl \
+    --json "$OUT/eval-ppl.json" --markdown "$OUT/eval-ppl.md" >/dev/null 2>"$LOG/eval-ppl.err" ||
+    { status=1; note "FAIL: eval ppl"; tail -5 "$LOG/eval-ppl.err"; }
+  note "eval perplexity: $(( $(date +%s) - t )) s"
+  # The top-k sweep of the all-F indexers: DSA against dense at each context.
+  t=$(date +%s)
+  for k in 64 128 512 1024; do
+    "$ic" eval --device cuda --config dsa-k$k="$idx/smollm2-h4d64-allF.safetensors" --topk "$k" -f "$held" --max-tokens 32768 \
+      --sections ppl --json "$LOG/sweep-k$k.json" >/dev/null 2>>"$LOG/sweep.err" || { status=1; note "FAIL: sweep k $k"; }
+  done
+  python3 - "$LOG" <<'PY' >"$LOG/sweep.md"
+import json, glob, sys
+rows = []
+for f in sorted(glob.glob(sys.argv[1] + "/sweep-k*.json"), key=lambda p: int(p.split("-k")[-1][:-5])):
+    c = json.load(open(f))["configs"][0]
+    rows.append("| " + c["name"] + " | " + " | ".join(f"{p['ctx']}: {p['ppl']:.3f}" for p in c["perplexity"]) + " |")
+print("\n".join(rows))
+PY
+  rm -f "$LOG"/sweep-k*.json
+  note "top-k sweep: $(( $(date +%s) - t )) s"; cat "$LOG/sweep.md" | tee -a "$summary"
+  "$ic" overlap --device cuda --indexers "$idx/smollm2-h4d64-allF.safetensors" --topk "$topk" -f "$held/austen/persuasion.txt" --ctx 2048 \
+    --pattern "search=$icm/search.json:1/4" --json "$OUT/overlap.json" --svg "$OUT/overlap.svg" >/dev/null 2>"$LOG/overlap.err" ||
+    { note "overlap failed: $(tail -3 "$LOG/overlap.err")"; }
+  exit $status
+fi
+
+# passkey: the named configurations of the run, full size (4 lengths x 5 depths x 200 trials).
+want=${2:?passkey needs configuration names}
+mapfile -t all <"$icm/configs.txt"
+sel=()
+for ((i = 0; i < ${#all[@]}; i += 2)); do
+  name=${all[i+1]%%=*}
+  [[ ",$want," == *",$name,"* ]] && sel+=("${all[i]}" "${all[i+1]}")
+done
+export IC_MODEL=$model
+t=$(date +%s)
+"$ic" eval --device cuda "${sel[@]}" --topk "$topk" --sections passkey --json "$OUT/eval-passkey.json" \
+  --markdown "$OUT/eval-passkey.md" >/dev/null 2>"$LOG/eval-passkey.err" || { status=1; note "FAIL: passkey"; tail -5 "$LOG/eval-passkey.err"; }
+note "passkey ($want): $(( $(date +%s) - t )) s"
+tail -n 40 "$OUT/eval-passkey.md" 2>/dev/null | tee -a "$summary"
+exit $status
