@@ -233,10 +233,13 @@ TEST(ModelCuda, DsaWithTopkCoveringTheContextIsDense) {
 }
 
 // Real selections (k 64 of up to 256 keys, IndexCache 1/4): GPU against the CPU engine. The CPU
-// path quantises activations to int8 (0.5% of perplexity against float64) and selects with f32
-// keys where the GPU uses bf16, so near-tied scores may select differently; we require the
-// per-layer selections to agree on >= 90% of their entries and perplexity to within 1%, and
-// prefill followed by decode on the GPU to give one long prefill's log-probs.
+// path quantises activations to int8 (0.5% of dense perplexity against float64) and selects with
+// f32 keys where the GPU uses bf16, so near-tied scores may select differently. The selections
+// are the sharp check: >= 98% of the CPU's entries per layer (the H200 measured 99.2-99.99%).
+// Perplexity is held to 2%: with 64 keys per query each attended key weighs more, and the int8
+// noise moved DSA perplexity by 1.19% on the H200 (dense: 0.27%); a broken selection or sparse
+// kernel moves it by tens of percent (uniform 1/4 against DSA alone is +15% or more).
+// Prefill followed by decode on the GPU must give one long prefill's log-probs.
 TEST(ModelCuda, DsaMatchesCpuAndDecodesLikePrefill) {
   IC_CUDA_OR_SKIP();
   IC_TEST_MODEL_OR_SKIP(path);
@@ -285,14 +288,14 @@ TEST(ModelCuda, DsaMatchesCpuAndDecodesLikePrefill) {
     }
     const double agree = static_cast<double>(same) / static_cast<double>(total);
     std::printf("[ model cuda dsa ] layer %2d: %.4f of the CPU's selected entries also selected on the GPU\n", l, agree);
-    EXPECT_GE(agree, 0.9) << "layer " << l;
+    EXPECT_GE(agree, 0.98) << "layer " << l;
   }
 
   const PerplexityResult g = perplexity(gm, ids, 256);
   const PerplexityResult c = perplexity(*cm, ids, 256);
   std::printf("[ model cuda dsa perplexity, k 64, ctx 256, 1/4 ] cuda %.4f  cpu %.4f  ratio %.5f\n", g.ppl, c.ppl,
               g.ppl / c.ppl);
-  EXPECT_NEAR(g.ppl / c.ppl, 1.0, 0.01);
+  EXPECT_NEAR(g.ppl / c.ppl, 1.0, 0.02);
 
   const int64_t n = 160, half = 100;
   KVCache kv1 = gm.make_cache(n), kv2 = gm.make_cache(n);

@@ -256,8 +256,13 @@ class Searcher {
       const int64_t r1 = std::min({n, r0 + cfg_.logit_rows, len - 1 - p0});
       if (r1 <= r0) break;
       m_.output_logits(x.slice_rows(r0, r1), logits_.data());
+      // Rows in parallel (each row's log-softmax over the vocabulary is the costly part once the
+      // model runs on a GPU), then summed in row order: the same bits for any thread count.
+      row_nll_.resize(static_cast<size_t>(r1 - r0));
+#pragma omp parallel for schedule(static)
       for (int64_t r = r0; r < r1; ++r)
-        nll -= log_prob({logits_.data() + (r - r0) * V, static_cast<size_t>(V)}, tokens[p0 + r + 1]);
+        row_nll_[r - r0] = log_prob({logits_.data() + (r - r0) * V, static_cast<size_t>(V)}, tokens[p0 + r + 1]);
+      for (int64_t r = r0; r < r1; ++r) nll -= row_nll_[r - r0];
     }
   }
 
@@ -298,6 +303,7 @@ class Searcher {
   LayerPattern pat_;
   KVCache kv_;
   std::vector<float> logits_;  // [logit_rows, vocab]
+  std::vector<double> row_nll_;  // [rows of one logit block]
   std::vector<Window> wins_;
   SearchCost cost_;
   Clock::time_point t0_;

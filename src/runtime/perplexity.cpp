@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 
@@ -45,8 +46,14 @@ PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, 
     const int64_t b = w * ctx, e = std::min(n, b + ctx);
     kv.clear();
     model.forward(tokens.subspan(b, e - b), kv, logits, true);
+    // Each row's log-softmax over the vocabulary in parallel (the costly part once the model
+    // runs on a GPU), then accumulated in order: the same bits for any thread count.
+    std::vector<double> lps(static_cast<size_t>(e - b - 1));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < e - b - 1; ++i)
+      lps[i] = log_prob({logits.data<float>() + i * c.vocab, static_cast<size_t>(c.vocab)}, tokens[b + i + 1]);
     for (int64_t i = 0; i + 1 < e - b; ++i) {
-      const double lp = log_prob({logits.data<float>() + i * c.vocab, static_cast<size_t>(c.vocab)}, tokens[b + i + 1]);
+      const double lp = lps[i];
       r.nll.push_back(static_cast<float>(-lp));
       r.position.push_back(static_cast<int32_t>(i + 1));
       r.nll_sum -= lp;
