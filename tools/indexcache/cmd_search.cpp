@@ -9,6 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "indexcache/search_report.h"
+
 #include "common.h"
 #include "core/error.h"
 #include "indexcache/search.h"
@@ -22,7 +24,7 @@ struct SearchArgs {
   std::vector<std::string> files;
   int64_t ctx = 1024, windows = 4, blocks = 1, max_tokens = 0;
   uint64_t seed = 0;
-  std::string keep = "1/8", json;
+  std::string keep = "1/8", json, svg;
   bool lazy = false, quiet = false;
 };
 
@@ -139,7 +141,7 @@ void run(SearchArgs a) {
     std::fprintf(stderr, "warning: %lld committed losses differed from their candidate losses (non-deterministic ops?)\n",
                  (long long)c.refresh_mismatches);
 
-  if (a.json.empty()) return;
+  if (a.json.empty() && a.svg.empty()) return;
   nlohmann::json traj = nlohmann::json::array();
   for (const SearchStep& s : r.trajectory) {
     nlohmann::json cands = nlohmann::json::object();
@@ -163,14 +165,28 @@ void run(SearchArgs a) {
         {"keep", cfg.keep}, {"keep_arg", a.keep}, {"lazy", cfg.lazy}, {"blocks", cfg.blocks}, {"ctx", a.ctx},
         {"windows", a.windows}, {"window_ids", chosen}, {"seed", a.seed}, {"files", a.files},
         {"data_fingerprint", data.fingerprint()}, {"threads", omp_get_max_threads()}}}};
-  std::ofstream out(a.json);
-  IC_CHECK(out.good(), "cannot write '{}'", a.json);
-  out << j.dump(2) << "\n";
-  IC_CHECK(out.good(), "error writing '{}'", a.json);
+  if (!a.json.empty()) write_text(a.json, j.dump(2) + "\n");
+  if (!a.svg.empty()) write_text(a.svg, search_loss_curve_svg(j));
 }
 }  // namespace
 
 void register_search(CLI::App& app) {
+  // Draw a finished search's loss curve again from its JSON (e.g. one made on another machine).
+  auto plot = std::make_shared<std::pair<std::string, std::string>>();
+  CLI::App* pc = app.add_subcommand("search-plot", "Draw the loss curve of a search's JSON as an SVG");
+  pc->add_option("json", plot->first, "JSON written by indexcache search --json")->required()->check(CLI::ExistingFile);
+  pc->add_option("-o,--output", plot->second, "SVG file to write")->required();
+  pc->callback([plot] {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_file(plot->first));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not valid JSON ({})", plot->first, e.what());
+    }
+    write_text(plot->second, search_loss_curve_svg(j));
+    std::fprintf(stderr, "wrote %s\n", plot->second.c_str());
+  });
+
   auto a = std::make_shared<SearchArgs>();
   CLI::App* cmd = app.add_subcommand("search", "Greedy search for an IndexCache layer pattern (training-free)");
   add_model_options(cmd, a->model);
@@ -186,6 +202,7 @@ void register_search(CLI::App& app) {
   cmd->add_option("--blocks", a->blocks, "P pipeline blocks whose first layers stay F; one flip per block per step "
                   "(may change the answer)")->check(CLI::PositiveNumber);
   cmd->add_option("--json", a->json, "Write patterns, trajectory and cost to this JSON file");
+  cmd->add_option("--svg", a->svg, "Draw the loss curve (loss vs F layers kept) to this SVG file");
   cmd->add_flag("-q,--quiet", a->quiet, "No progress on stderr");
   cmd->callback([a] { run(*a); });
 }

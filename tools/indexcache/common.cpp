@@ -87,6 +87,14 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  IC_CHECK(out.good(), "cannot write '{}'", path);
+  out << text;
+  out.flush();
+  IC_CHECK(out.good(), "error writing '{}'", path);
+}
+
 double peak_rss_mib() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);

@@ -28,6 +28,7 @@ std::unique_ptr<LlamaModel> load_model(const ModelOptions& o, bool quiet = false
 void apply_dsa(const ModelOptions& o, LlamaModel& m, bool quiet);
 std::string resolve_model_path(const std::string& given);  // -m, else $IC_MODEL, else the default
 std::string read_file(const std::string& path);
+void write_text(const std::string& path, const std::string& text);  // fails naming the path
 double peak_rss_mib();
 
 void register_generate(CLI::App& app);
