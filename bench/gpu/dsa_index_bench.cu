@@ -314,11 +314,20 @@ void dump_check(const std::string& dir) {
 int main(int argc, char** argv) {
   std::string out_path, dump_dir;
   bool quick = false;
+  std::vector<int64_t> lengths;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--out" && i + 1 < argc) out_path = argv[++i];
     else if (a == "--dump" && i + 1 < argc) dump_dir = argv[++i];
     else if (a == "--quick") quick = true;
+    else if (a == "--lengths" && i + 1 < argc) {  // comma-separated context lengths
+      std::string v = argv[++i];
+      for (size_t pos = 0; pos < v.size();) {
+        const size_t end = v.find(',', pos);
+        lengths.push_back(std::stoll(v.substr(pos, end - pos)));
+        pos = end == std::string::npos ? v.size() : end + 1;
+      }
+    }
   }
   if (!out_path.empty()) g_out = std::fopen(out_path.c_str(), "w");
   try {
@@ -334,7 +343,9 @@ int main(int argc, char** argv) {
     std::snprintf(buf, sizeof buf, "ceilings: cuBLASLt bf16 GEMM 8192^3 %.1f TFLOP/s | fp8 e4m3 GEMM %.1f TFLOP/s | D2D copy %.0f GB/s (read+write)",
                   c.bf16, c.fp8, c.copy);
     row(buf);
-    const std::vector<int64_t> Ls = quick ? std::vector<int64_t>{10000, 60000} : std::vector<int64_t>{10000, 60000, 120000, 200000};
+    const std::vector<int64_t> Ls = !lengths.empty() ? lengths
+                                    : quick         ? std::vector<int64_t>{10000, 60000}
+                                                    : std::vector<int64_t>{10000, 60000, 120000, 200000};
     const int64_t T = 4096;
     for (int64_t L : Ls)
       for (DType dt : {DType::F8_E4M3, DType::BF16})
