@@ -135,17 +135,17 @@ __device__ __forceinline__ void warp_append(bool take, uint64_t c, uint64_t* lis
   if (take) list[base + __popc(mask & ((1u << lane) - 1u))] = c;
 }
 
-// Runs f(composite, in_range) over entries [begin, end) of a row, value j from load(j); trip
-// counts are warp-uniform (warp_append needs every lane), four loads in flight per thread.
-template <typename Load, typename F>
-__device__ __forceinline__ void for_entries(int64_t begin, int64_t end, Load load, F f) {
+// Runs f(composite, in_range) over entries [begin, end) of a row; trip counts are warp-uniform
+// (warp_append needs every lane), four loads in flight per thread.
+template <typename F>
+__device__ __forceinline__ void for_row(const float* row, int64_t begin, int64_t end, F f) {
   constexpr int kUnroll = 4;
   for (int64_t j0 = begin; j0 < end; j0 += int64_t{kThreads} * kUnroll) {
     float v[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t j = j0 + u * kThreads + threadIdx.x;
-      v[u] = j < end ? load(j) : 0.0f;
+      v[u] = j < end ? __ldg(row + j) : 0.0f;
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -154,24 +154,10 @@ __device__ __forceinline__ void for_entries(int64_t begin, int64_t end, Load loa
     }
   }
 }
-template <typename F>
-__device__ __forceinline__ void for_row(const float* row, int64_t begin, int64_t end, F f) {
-  for_entries(begin, end, [&](int64_t j) { return __ldg(row + j); }, f);
-}
-
-// Adds 1 to hist[bin] for the lanes with ok: one shared-memory atomic per distinct bin in the
-// warp (scores cluster in few bins of the first digits). Every lane of the warp calls it.
-__device__ __forceinline__ void hist_add(uint32_t* hist, bool ok, uint32_t bin) {
-  const unsigned active = __ballot_sync(0xffffffffu, ok);
-  if (!ok) return;
-  const unsigned peers = __match_any_sync(active, bin);
-  if (static_cast<int>(threadIdx.x % 32) == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
-}
 
 __device__ void hist_row(uint32_t* hist, const float* row, int64_t begin, int64_t end, const Prefix& p) {
   for_row(row, begin, end, [&](uint64_t c, bool ok) {
-    const bool take = ok && matches(c, p);
-    hist_add(hist, take, take ? digit(c, p) : 0u);
+    if (ok && matches(c, p)) atomicAdd(&hist[digit(c, p)], 1u);
   });
 }
 
@@ -274,22 +260,15 @@ __global__ void __launch_bounds__(kThreads) topk_row_kernel(Args a) {
 }
 
 // Few rows (decode): one row per thread-block cluster, in one launch. Block r of the cluster
-// owns the slice [r * slice, (r + 1) * slice) of the row and keeps it in shared memory after the
-// first pass when it fits (kSliceCache), so later passes do not go back to global memory. Each
-// pass: every block histograms its slice into `local`; after a cluster barrier, block r sums
-// the cluster's counts of its share of the bins (1 / C of them) into `total` through
-// distributed shared memory; after a second barrier every block gathers all of `total` and
-// finds the same boundary. When the boundary bucket fits, every block collects its selected
-// entries and its share of the bucket into its own lists, and block 0 copies the other blocks'
-// lists after its own, refines the bucket and sorts the k winners. The order of appends does
-// not matter: the lists hold unique composites and are sorted.
-constexpr int kSliceCache = 16384;  // floats of a block's slice kept in shared memory
-
+// owns the slice [r * slice, (r + 1) * slice) of the row. Each pass: every block histograms its
+// slice into `local`; after a cluster barrier every block sums the cluster's histograms through
+// distributed shared memory (the same sum in every block) and finds the same boundary. When the
+// boundary bucket fits, every block appends its selected entries and its share of the bucket
+// to block 0's lists (remote shared-memory atomics; the order of appends does not matter, the
+// lists are sorted), and block 0 refines the bucket and sorts the k winners.
 struct ClusterSmem {
-  RowSmem row;                 // the merged lists are block 0's
-  uint32_t local[kBins];       // this block's histogram, read by the whole cluster
-  uint32_t total[kBins];       // the cluster's sums of this block's share of the bins
-  float cache[kSliceCache];    // this block's slice of the row
+  RowSmem row;             // the lists are used in block 0 only
+  uint32_t local[kBins];   // this block's histogram, read by the whole cluster
 };
 
 __global__ void __launch_bounds__(kThreads) topk_cluster_kernel(Args a, int64_t slice) {
@@ -309,67 +288,32 @@ __global__ void __launch_bounds__(kThreads) topk_cluster_kernel(Args a, int64_t 
     return;  // no block touched another's shared memory
   }
   const int64_t begin = min(n, rank * slice), end = min(n, begin + slice);
-  const bool cached = end - begin <= kSliceCache;  // block-uniform
-  bool first = true;
-  // Entry j of the slice: from global memory on the first pass (kept in the cache), then cached.
-  auto load = [&](int64_t j) {
-    if (!cached) return __ldg(row + j);
-    if (!first) return cs.cache[j - begin];
-    const float x = __ldg(row + j);
-    cs.cache[j - begin] = x;
-    return x;
-  };
-  const int per = kBins / static_cast<int>(n_blocks);  // bins summed by each block
   Prefix p{0, 0, a.k};
   uint32_t count = 0;
   while (p.bits == 0 || (count > kCandCap && p.bits < 64)) {
     for (int i = threadIdx.x; i < kBins; i += kThreads) cs.local[i] = 0;
     __syncthreads();
-    for_entries(begin, end, load, [&](uint64_t c, bool ok) {
-      const bool take = ok && matches(c, p);
-      hist_add(cs.local, take, take ? digit(c, p) : 0u);
-    });
-    first = false;
-    cluster.sync();  // every block's histogram is complete; every total of the last pass read
-    // This block's bins: four threads per bin, each summing every fourth block's count.
-    for (int i = threadIdx.x; i < 4 * per; i += kThreads) {
-      const int bin = static_cast<int>(rank) * per + i / 4;
+    hist_row(cs.local, row, begin, end, p);
+    cluster.sync();  // every block's histogram is complete
+    for (int i = threadIdx.x; i < kBins; i += kThreads) {
       uint32_t sum = 0;
-      for (unsigned b = i % 4; b < n_blocks; b += 4) sum += cluster.map_shared_rank(cs.local, b)[bin];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      if (i % 4 == 0) cs.total[bin] = sum;
+      for (unsigned b = 0; b < n_blocks; ++b) sum += cluster.map_shared_rank(cs.local, b)[i];
+      s.h.hist[i] = sum;
     }
-    cluster.sync();  // every total is complete; every local histogram read
-    for (int i = threadIdx.x; i < kBins; i += kThreads)
-      s.h.hist[i] = cluster.map_shared_rank(cs.total, static_cast<unsigned>(i / per))[i];
-    __syncthreads();
+    cluster.sync();  // every remote read is done before any block clears its histogram
     find_boundary(s.h, p);
     p = s.h.boundary.next;
     count = s.h.boundary.count;
   }
-  for_entries(begin, end, load, [&](uint64_t c, bool ok) {
-    warp_append(ok && above(c, p), c, s.sel, &s.n_sel);
-    warp_append(ok && !above(c, p) && matches(c, p), c, s.cand, &s.n_cand);
+  uint64_t* sel0 = cluster.map_shared_rank(s.sel, 0);
+  uint64_t* cand0 = cluster.map_shared_rank(s.cand, 0);
+  int* n_sel0 = cluster.map_shared_rank(&s.n_sel, 0);
+  int* n_cand0 = cluster.map_shared_rank(&s.n_cand, 0);
+  for_row(row, begin, end, [&](uint64_t c, bool ok) {
+    warp_append(ok && above(c, p), c, sel0, n_sel0);
+    warp_append(ok && !above(c, p) && matches(c, p), c, cand0, n_cand0);
   });
-  cluster.sync();  // every block's lists are complete
-  if (rank == 0) {
-    int n_sel = s.n_sel, n_cand = s.n_cand;  // block 0's own entries stay in front
-    for (unsigned b = 1; b < n_blocks; ++b) {
-      const RowSmem& r = *cluster.map_shared_rank(&s, b);
-      const int ns = r.n_sel, nc = r.n_cand;
-      for (int i = threadIdx.x; i < ns; i += kThreads) s.sel[n_sel + i] = r.sel[i];
-      for (int i = threadIdx.x; i < nc; i += kThreads) s.cand[n_cand + i] = r.cand[i];
-      n_sel += ns;
-      n_cand += nc;
-    }
-    __syncthreads();  // every thread has read s.n_sel and s.n_cand
-    if (threadIdx.x == 0) {
-      s.n_sel = n_sel;
-      s.n_cand = n_cand;
-    }
-  }
-  cluster.sync();  // block 0 has read every list: the other blocks may leave
+  cluster.sync();  // block 0's lists are complete; the other blocks are done
   if (rank != 0) return;
   refine(s, p, count);
   sort_and_write(s, a.k, out, a.k);
