@@ -6,8 +6,11 @@
 # A summary table and the logs go to $OUT (./device-out elsewhere; at most 8 files come back).
 #
 #   scripts/device-dsa.sh [quick|full] [STAGE...]
-#     quick: the bench at 10K and 60K only; full: all four lengths. STAGEs default to
-#     "build test memcheck index"; any subset may be named, in order.
+#     quick: the bench at 10K and 60K only; full: all four lengths (DSA_LENGTHS=10000,200000
+#     picks others). STAGEs default to "build test memcheck index"; any subset may be named, in
+#     order. Without "build", IC_DEVICE_BUILD names a folder with ic_tests and dsa_index_bench
+#     built elsewhere (same CUDA 13.0 and Debian packages), and "resources" reads its objects.
+#     DSA_TIMEOUT (s) bounds the tests and the bench (a hung kernel must not eat the device time).
 #
 # Stage hook (for more kernels, e.g. the sparse attention): a stage is a shell function
 # stage_NAME, run with $build (the build folder), $OUT, $mode (quick|full) and note() (prints and
@@ -28,7 +31,7 @@ build=${IC_DEVICE_BUILD:-/tmp/icbuild-dsa}  # outside the tree: kept while the m
 OUT=${OUT:-$src/device-out}
 mkdir -p "$OUT"
 summary=$OUT/summary.txt
-: >"$summary"
+[ -n "${DSA_APPEND:-}" ] || : >"$summary"  # DSA_APPEND=1: add to an earlier call's summary
 note() { echo "$*" | tee -a "$summary"; }
 export PATH=/usr/local/cuda/bin:$PATH
 status=0
@@ -51,18 +54,27 @@ stage_build() {
     note "FAIL: build"; grep -E -m 20 -A 3 "error" "$OUT/build.log"; return 1
   fi
   note "build: $(( $(date +%s) - t0 )) s"
-  # Registers, spills and shared memory of the DSA kernels (the compiler's report, no device time).
-  for o in "$build"/CMakeFiles/indexcache_lib.dir/src/ops/{indexer_cuda_fp8,indexer_cuda_bf16,indexer_cuda_paged,topk_cuda}.cu.o; do
+  stage_resources
+}
+
+# Registers, spills and shared memory of the DSA kernels (the compiler's report, no device time),
+# and the tensor-core instructions of the wgmma kernel's SASS (QGMMA = fp8 wgmma, HMMA = mma.sync).
+stage_resources() {
+  local d="$build"/CMakeFiles/indexcache_lib.dir/src/ops
+  for o in "$d"/{indexer_cuda_wgmma,indexer_cuda_fp8,indexer_cuda_bf16,indexer_cuda_paged,topk_cuda}.cu.o; do
     cuobjdump -res-usage "$o" 2>/dev/null | grep -E 'Function|REG' | paste - - |
       sed -E 's/.*Function ([^:]*):.*(REG:[0-9]+ STACK:[0-9]+ SHARED:[0-9]+ LOCAL:[0-9]+).*/\2 \1/' | cut -c1-160
   done >"$OUT/resources.txt"
-  head -n 30 "$OUT/resources.txt"
+  cuobjdump -sass "$d/indexer_cuda_wgmma.cu.o" 2>/dev/null |
+    grep -oE 'QGMMA[.A-Z0-9x]*|HGMMA[.A-Z0-9x]*|HMMA[.A-Z0-9]*|WARPGROUP[.A-Z]*|UTMALDG[.A-Z0-9]*|SYNCS[.A-Z]*' |
+    sort | uniq -c >>"$OUT/resources.txt"
+  head -n 40 "$OUT/resources.txt"
 }
 
 stage_test() {
   local t=$(date +%s)
-  "$build/ic_tests" --gtest_filter='TopkCuda*:IndexerCuda*:IndexerFronts*:IndexerCpuBf16*:TopkCpu*:IndexerCpu*' \
-    >"$OUT/tests.log" 2>&1
+  timeout "${DSA_TIMEOUT:-600}" "$build/ic_tests" \
+    --gtest_filter='TopkCuda*:IndexerCuda*:IndexerFronts*:IndexerCpuBf16*:TopkCpu*:IndexerCpu*' >"$OUT/tests.log" 2>&1
   local rc=$?
   note "tests: rc $rc, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]' "$OUT/tests.log" | tr '\n' ' ') ($(( $(date +%s) - t )) s)"
   grep -E -B2 -A6 'Failure$' "$OUT/tests.log" | head -n 60 | tee -a "$summary"
@@ -72,8 +84,8 @@ stage_test() {
 
 stage_memcheck() {
   command -v compute-sanitizer >/dev/null || { note "memcheck: no compute-sanitizer"; return 0; }
-  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/ic_tests" \
-    --gtest_filter='TopkCuda.RaggedLengthsIncludingEmptyRows:TopkCuda.ManyRowsMatchCpuBitwise:IndexerCuda.Ragged*:IndexerCuda.Paged*:IndexerCuda.FusedCausal*' \
+  timeout "${DSA_MEMCHECK_TIMEOUT:-300}" compute-sanitizer --tool memcheck --error-exitcode 9 "$build/ic_tests" \
+    --gtest_filter="${DSA_MEMCHECK_FILTER:-TopkCuda.RaggedLengthsIncludingEmptyRows:TopkCuda.ManyRowsMatchCpuBitwise:TopkCuda.SplitRowsMatchCpuBitwise:IndexerCuda.Ragged*:IndexerCuda.Paged*:IndexerCuda.FusedCausal*}" \
     >"$OUT/memcheck.log" 2>&1
   local rc=$?
   note "memcheck: rc $rc ($(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -n 1))"
@@ -82,11 +94,13 @@ stage_memcheck() {
 
 stage_index() {
   mkdir -p /tmp/dsa_check
-  "$build/dsa_index_bench" --dump /tmp/dsa_check $([ "$mode" = quick ] && echo --quick) --out "$OUT/index_bench.txt" \
+  local lens=(); [ -n "${DSA_LENGTHS:-}" ] && lens=(--lengths "$DSA_LENGTHS")
+  timeout "${DSA_TIMEOUT:-600}" "$build/dsa_index_bench" --dump /tmp/dsa_check $([ "$mode" = quick ] && echo --quick) "${lens[@]}" --out "$OUT/index_bench.txt" \
     >"$OUT/index_bench.log" 2>&1
   local rc=$?
   note "dsa_index_bench: rc $rc"; cat "$OUT/index_bench.log" >>"$summary"; tail -n 60 "$OUT/index_bench.log"
   local Ls=10000,60000; [ "$mode" = full ] && Ls=10000,60000,120000,200000
+  Ls=${DSA_TORCH_LENGTHS:-${DSA_LENGTHS:-$Ls}}
   PYTHONUNBUFFERED=1 python3 "$src/bench/gpu/torch_dsa_index.py" /tmp/dsa_check "$OUT/index_bench.txt" "$Ls" \
     >"$OUT/torch.log" 2>&1
   local rc2=$?

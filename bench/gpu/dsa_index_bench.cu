@@ -313,12 +313,22 @@ void dump_check(const std::string& dir) {
 
 int main(int argc, char** argv) {
   std::string out_path, dump_dir;
-  bool quick = false;
+  bool quick = false, topk_only = false;
+  std::vector<int64_t> lengths;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--out" && i + 1 < argc) out_path = argv[++i];
     else if (a == "--dump" && i + 1 < argc) dump_dir = argv[++i];
     else if (a == "--quick") quick = true;
+    else if (a == "--topk-only") topk_only = true;
+    else if (a == "--lengths" && i + 1 < argc) {  // comma-separated context lengths
+      std::string v = argv[++i];
+      for (size_t pos = 0; pos < v.size();) {
+        const size_t end = v.find(',', pos);
+        lengths.push_back(std::stoll(v.substr(pos, end - pos)));
+        pos = end == std::string::npos ? v.size() : end + 1;
+      }
+    }
   }
   if (!out_path.empty()) g_out = std::fopen(out_path.c_str(), "w");
   try {
@@ -326,7 +336,8 @@ int main(int argc, char** argv) {
     IC_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     row(std::string("device: ") + prop.name + ", " + std::to_string(prop.multiProcessorCount) + " SMs");
     if (!dump_dir.empty()) dump_check(dump_dir);
-    Ceil c{};
+    Ceil c{1, 1, 4000};
+    if (!topk_only) {
     c.bf16 = gemm_tflops(false, 8192);
     c.fp8 = gemm_tflops(true, 8192);
     c.copy = copy_gbps();
@@ -334,12 +345,15 @@ int main(int argc, char** argv) {
     std::snprintf(buf, sizeof buf, "ceilings: cuBLASLt bf16 GEMM 8192^3 %.1f TFLOP/s | fp8 e4m3 GEMM %.1f TFLOP/s | D2D copy %.0f GB/s (read+write)",
                   c.bf16, c.fp8, c.copy);
     row(buf);
-    const std::vector<int64_t> Ls = quick ? std::vector<int64_t>{10000, 60000} : std::vector<int64_t>{10000, 60000, 120000, 200000};
+    }
+    const std::vector<int64_t> Ls = !lengths.empty() ? lengths
+                                    : quick         ? std::vector<int64_t>{10000, 60000}
+                                                    : std::vector<int64_t>{10000, 60000, 120000, 200000};
     const int64_t T = 4096;
-    for (int64_t L : Ls)
+    for (int64_t L : topk_only ? std::vector<int64_t>{} : Ls)
       for (DType dt : {DType::F8_E4M3, DType::BF16})
         for (int64_t H : {32, 64}) bench_scores(c, dt, H, 128, L, std::min(T, L));
-    for (int64_t L : Ls)
+    for (int64_t L : topk_only ? std::vector<int64_t>{} : Ls)
       for (int64_t B : {1, 64}) bench_paged(c, 64, 128, L, B);
     for (int64_t L : Ls) {
       bench_topk(c, "decode b1", 1, L, false, 2048);

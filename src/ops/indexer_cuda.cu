@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 #include "core/cuda_check.h"
 #include "ops/indexer.h"
@@ -73,6 +75,40 @@ Plan plan_launch(int64_t queries, int kq, int64_t max_end, bool one_per_block = 
   return pl;
 }
 
+// The wgmma kernel for its shapes (fp8, head_dim 128, 32 or 64 heads) on a Hopper GPU, unless
+// IC_INDEXER_WGMMA=0 asks for the mma.sync kernel. The choice depends on the shape and the
+// device only, never on the number of queries, so a query's scores do not depend on how the
+// queries are chunked.
+bool use_wgmma(const IndexerParams& p) {
+  static const bool enabled = [] {
+    const char* env = std::getenv("IC_INDEXER_WGMMA");
+    if (env && std::string_view(env) == "0") return false;
+    int device = 0, major = 0, minor = 0;
+    IC_CUDA_CHECK(cudaGetDevice(&device));
+    IC_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    IC_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    return major == 9 && minor == 0;  // built for sm_90a
+  }();
+  return enabled && p.dtype == DType::F8_E4M3 && wgmma_shape_supported(p.n_heads, p.head_dim);
+}
+
+// The wgmma launch: blocks of 256 / H queries along x, keys split along y until there are about
+// two blocks per multiprocessor (one runs at a time), chunks of 512 to 8192 keys.
+Plan plan_wgmma(int64_t queries, int64_t n_heads, int64_t max_end) {
+  Plan pl;
+  pl.wq = 0;
+  const int64_t per_block = wgmma_queries_per_block(n_heads);
+  const int64_t bx = (queries + per_block - 1) / per_block;
+  const int64_t want_y = std::max<int64_t>(1, (2 * device_sms() + bx - 1) / bx);
+  int64_t chunk = (max_end + want_y - 1) / want_y;
+  chunk = std::clamp<int64_t>((chunk + 63) / 64 * 64, 512, 8192);
+  const int64_t by = std::max<int64_t>(1, (max_end + chunk - 1) / chunk);
+  IC_CHECK(bx <= INT32_MAX && by <= 65535, "indexer (cuda): grid {} x {} is too large", bx, by);
+  pl.chunk = chunk;
+  pl.grid = dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by));
+  return pl;
+}
+
 // Scores of queries [t_begin, t_end) into out[(t - t_begin) * ld + j].
 void launch_dense(const IndexerParams& p, int64_t t_begin, int64_t t_end, float* out, int64_t ld) {
   check_supported("indexer_scores", p.dtype, p.n_heads, p.head_dim);
@@ -83,10 +119,17 @@ void launch_dense(const IndexerParams& p, int64_t t_begin, int64_t t_end, float*
   const int kq = queries_per_warp(head_tiles(p.n_heads), rb, bf16);
   const bool ragged = p.row_start || p.row_end;
   const int64_t max_end = ragged ? p.n_keys : std::min(p.n_keys, p.q_pos0 + t_end);
+  const DenseKeys keys{static_cast<const uint8_t*>(p.k), bf16 ? nullptr : p.k_scale, rb};
+  if (use_wgmma(p)) {
+    const Plan pl = plan_wgmma(t_end - t_begin, p.n_heads, max_end);
+    const ScoreArgs a{static_cast<const uint8_t*>(p.q), p.w, p.row_start, p.row_end, p.q_pos0, p.n_heads,
+                      t_begin, t_end, p.n_keys, out, ld, pl.wq, pl.chunk};
+    launch_dense_fp8_wgmma(p.n_heads, a, keys, p.n_q, pl.grid);
+    return;
+  }
   const Plan pl = plan_launch(t_end - t_begin, kq, max_end);
   const ScoreArgs a{static_cast<const uint8_t*>(p.q), p.w, p.row_start, p.row_end, p.q_pos0, p.n_heads,
                     t_begin, t_end, p.n_keys, out, ld, pl.wq, pl.chunk};
-  const DenseKeys keys{static_cast<const uint8_t*>(p.k), bf16 ? nullptr : p.k_scale, rb};
   if (bf16)
     launch_dense_bf16(p.n_heads, p.head_dim, a, keys, pl.grid);
   else

@@ -351,4 +351,13 @@ void launch_dense_fp8(int64_t n_heads, int64_t head_dim, const ScoreArgs& a, con
 void launch_dense_bf16(int64_t n_heads, int64_t head_dim, const ScoreArgs& a, const DenseKeys& keys, dim3 grid);
 void launch_paged_fp8(int64_t n_heads, int64_t head_dim, const ScoreArgs& a, const PagedKeys& keys, dim3 grid);
 
+// The Hopper wgmma kernel (indexer_cuda_wgmma.cu): dense e4m3 keys of 128 bytes, 32 or 64 heads
+// exactly, blocks of wgmma_queries_per_block queries (grid.x) by key chunks (grid.y, a.key_chunk
+// a multiple of 64). n_q_total: the rows of q (its tensor map). indexer_cuda.cu picks it.
+inline bool wgmma_shape_supported(int64_t n_heads, int64_t row_bytes) {
+  return row_bytes == 128 && (n_heads == 32 || n_heads == 64);
+}
+int wgmma_queries_per_block(int64_t n_heads);
+void launch_dense_fp8_wgmma(int64_t n_heads, const ScoreArgs& a, const DenseKeys& keys, int64_t n_q_total, dim3 grid);
+
 }  // namespace ic::ops::cuda::indexer_detail

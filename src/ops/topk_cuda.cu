@@ -10,14 +10,15 @@
 // and that bucket into shared memory, where the remaining digits are resolved. Only the k
 // selected composites are sorted (bitonic, in shared memory), for the canonical order.
 //
-// Many rows (prefill): one block per row, one launch. Few rows (decode): each row is split over
-// many blocks for the global passes (their histograms meet in global memory; the last block to
-// arrive finds the boundary), then one block per row finishes. The result depends only on the
+// Many rows (prefill): one block per row, one launch. Few rows (decode): one thread-block
+// cluster per row, also one launch: the blocks share the row's passes and sum their histograms
+// through distributed shared memory, then block 0 finishes. The result depends only on the
 // scores: composites are unique, and the selected set is sorted before it is written.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cooperative_groups.h>
 #include <cub/block/block_scan.cuh>
 
 #include "core/cuda_check.h"
@@ -29,8 +30,7 @@ namespace {
 constexpr int kThreads = 512;
 constexpr int kBins = 2048;      // 11-bit digits
 constexpr int kCandCap = 4096;   // boundary-bucket entries refined in shared memory
-constexpr int kMaxLevels = 3;    // split global passes before the finishing block takes over
-constexpr int kMinSlice = 2048;  // entries per block of a split row, at least
+constexpr int kMinSlice = 2048;  // entries per block of a cluster's row, at least
 
 struct Args {
   const float* scores;     // [n_q, stride]
@@ -155,20 +155,28 @@ __device__ __forceinline__ void for_row(const float* row, int64_t begin, int64_t
   }
 }
 
-__device__ void hist_row(HistSmem& s, const float* row, int64_t begin, int64_t end, const Prefix& p) {
+__device__ void hist_row(uint32_t* hist, const float* row, int64_t begin, int64_t end, const Prefix& p) {
   for_row(row, begin, end, [&](uint64_t c, bool ok) {
-    if (ok && matches(c, p)) atomicAdd(&s.hist[digit(c, p)], 1u);
+    if (ok && matches(c, p)) atomicAdd(&hist[digit(c, p)], 1u);
   });
 }
 
-// Descending bitonic sort of s.sel[0, m), m <= kTopkMaxK, then the row's output.
+// Descending bitonic sort of s.sel[0, m), m <= kTopkMaxK, then the row's output. Thread x
+// handles compare pairs i = x, x + kThreads, ...; a pair of a stride <= 32 lies in the 64
+// entries [64 (i / 32), 64 (i / 32) + 64), which only the warp of x touches, so those stages
+// need a warp barrier only; a block barrier comes before and after each stride >= 64.
 __device__ void sort_and_write(RowSmem& s, int m, int32_t* out, int k) {
   int n2 = 1;
   while (n2 < m) n2 <<= 1;
   for (int i = m + threadIdx.x; i < n2; i += kThreads) s.sel[i] = 0;  // below every real entry
-  __syncthreads();
+  int prev = kTopkMaxK;  // the fill above crossed warps
   for (int size = 2; size <= n2; size <<= 1)
     for (int stride = size / 2; stride > 0; stride >>= 1) {
+      if (stride >= 64 || prev >= 64)
+        __syncthreads();
+      else
+        __syncwarp();
+      prev = stride;
       for (int i = threadIdx.x; i < n2 / 2; i += kThreads) {
         const int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
         const bool desc = (lo & size) == 0;
@@ -178,8 +186,8 @@ __device__ void sort_and_write(RowSmem& s, int m, int32_t* out, int k) {
           s.sel[hi] = x;
         }
       }
-      __syncthreads();
     }
+  __syncthreads();
   for (int i = threadIdx.x; i < k; i += kThreads) out[i] = i < m ? composite_index(s.sel[i]) : -1;
 }
 
@@ -211,28 +219,17 @@ __device__ void refine(RowSmem& s, Prefix p, uint32_t count) {
   __syncthreads();
 }
 
-// Per-row state of a split selection (global memory, zeroed before the first level).
-struct RowState {
-  unsigned long long value;
-  int bits, need;
-  unsigned count;
-  int done;  // boundary bucket small enough: collect it
-  unsigned arrived;
-  int n_sel, n_cand;
-};
-
-struct SplitWork {
-  RowState* state;  // [n_q]
-  uint32_t* hist;   // [n_q, kBins]
-  uint64_t* sel;    // [n_q, kTopkMaxK]
-  uint64_t* cand;   // [n_q, kCandCap]
-  int64_t slice;    // entries per block
-};
+// A row of at most k entries: all of them, sorted. Block-uniform; starts synced.
+__device__ void short_row(RowSmem& s, const float* row, int64_t n, int32_t* out, int k) {
+  for_row(row, 0, n, [&](uint64_t c, bool ok) { warp_append(ok, c, s.sel, &s.n_sel); });
+  __syncthreads();
+  sort_and_write(s, static_cast<int>(n), out, k);
+}
 
 extern __shared__ __align__(16) unsigned char dyn_smem[];
 
-// One block per row; `w.state` non-null: continue a split selection of this row.
-__global__ void __launch_bounds__(kThreads) topk_row_kernel(Args a, SplitWork w) {
+// Many rows (prefill): one block per row.
+__global__ void __launch_bounds__(kThreads) topk_row_kernel(Args a) {
   RowSmem& s = *reinterpret_cast<RowSmem*>(dyn_smem);
   const int64_t t = blockIdx.x;
   const int64_t n = row_len(a, t);
@@ -240,121 +237,86 @@ __global__ void __launch_bounds__(kThreads) topk_row_kernel(Args a, SplitWork w)
   int32_t* out = a.out + t * a.k;
   if (threadIdx.x == 0) s.n_sel = s.n_cand = 0;
   __syncthreads();
-  if (n <= a.k) {
-    for_row(row, 0, n, [&](uint64_t c, bool ok) { warp_append(ok, c, s.sel, &s.n_sel); });
-    __syncthreads();
-    sort_and_write(s, static_cast<int>(n), out, a.k);
-    return;
-  }
+  if (n <= a.k) return short_row(s, row, n, out, a.k);
+  // Global passes until the boundary bucket fits in shared memory (or the key is spent).
   Prefix p{0, 0, a.k};
   uint32_t count = 0;
-  bool collected = false;
-  if (w.state) {
-    const RowState& st = w.state[t];
-    p = {st.value, st.bits, st.need};
-    count = st.count;
-    if (st.done) {  // the split blocks collected the row: load their lists
-      for (int i = threadIdx.x; i < st.n_sel; i += kThreads) s.sel[i] = w.sel[t * kTopkMaxK + i];
-      for (int i = threadIdx.x; i < st.n_cand; i += kThreads) s.cand[i] = w.cand[t * kCandCap + i];
-      if (threadIdx.x == 0) {
-        s.n_sel = st.n_sel;
-        s.n_cand = st.n_cand;
-      }
-      collected = true;
-      __syncthreads();
-    }
-  }
-  if (!collected) {
-    // More global passes until the boundary bucket fits in shared memory (or the key is spent).
-    while (p.bits == 0 || (count > kCandCap && p.bits < 64)) {
-      clear_hist(s.h);
-      __syncthreads();
-      hist_row(s.h, row, 0, n, p);
-      __syncthreads();
-      find_boundary(s.h, p);
-      p = s.h.boundary.next;
-      count = s.h.boundary.count;
-    }
-    for_row(row, 0, n, [&](uint64_t c, bool ok) {
-      warp_append(ok && above(c, p), c, s.sel, &s.n_sel);
-      warp_append(ok && !above(c, p) && matches(c, p), c, s.cand, &s.n_cand);
-    });
+  while (p.bits == 0 || (count > kCandCap && p.bits < 64)) {
+    clear_hist(s.h);
     __syncthreads();
+    hist_row(s.h.hist, row, 0, n, p);
+    __syncthreads();
+    find_boundary(s.h, p);
+    p = s.h.boundary.next;
+    count = s.h.boundary.count;
   }
+  for_row(row, 0, n, [&](uint64_t c, bool ok) {
+    warp_append(ok && above(c, p), c, s.sel, &s.n_sel);
+    warp_append(ok && !above(c, p) && matches(c, p), c, s.cand, &s.n_cand);
+  });
+  __syncthreads();
   refine(s, p, count);
   sort_and_write(s, a.k, out, a.k);
 }
 
-// Split pass `level` over blocks (slice, row): histogram of the next digit; the last block of a
-// row to arrive finds the boundary and advances the row's state.
-__global__ void __launch_bounds__(kThreads) topk_split_hist_kernel(Args a, SplitWork w, int level) {
-  __shared__ HistSmem s;
-  const int64_t t = blockIdx.y;
-  const int64_t n = row_len(a, t);
-  if (n <= a.k) return;
-  RowState& st = w.state[t];
-  if (level > 0 && *static_cast<volatile int*>(&st.done)) return;
-  const Prefix p = level == 0 ? Prefix{0, 0, a.k} : Prefix{st.value, st.bits, st.need};
-  const int64_t begin = blockIdx.x * w.slice, end = min(n, begin + w.slice);
-  clear_hist(s);
-  __syncthreads();
-  if (begin < end) hist_row(s, a.scores + t * a.stride, begin, end, p);
-  __syncthreads();
-  uint32_t* gh = w.hist + t * kBins;
-  for (int i = threadIdx.x; i < kBins; i += kThreads)
-    if (s.hist[i]) atomicAdd(&gh[i], s.hist[i]);
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) s.last = atomicAdd(&st.arrived, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!s.last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < kBins; i += kThreads) {
-    s.hist[i] = __ldcg(gh + i);
-    gh[i] = 0;  // clean for the next level
-  }
-  __syncthreads();
-  find_boundary(s, p);
-  if (threadIdx.x == 0) {
-    const Boundary& b = s.boundary;
-    st.value = b.next.value;
-    st.bits = b.next.bits;
-    st.need = b.next.need;
-    st.count = b.count;
-    st.done = b.count <= kCandCap || b.next.bits == 64;
-    st.arrived = 0;
-    st.n_sel = st.n_cand = 0;
-  }
-}
+// Few rows (decode): one row per thread-block cluster, in one launch. Block r of the cluster
+// owns the slice [r * slice, (r + 1) * slice) of the row. Each pass: every block histograms its
+// slice into `local`; after a cluster barrier every block sums the cluster's histograms through
+// distributed shared memory (the same sum in every block) and finds the same boundary. When the
+// boundary bucket fits, every block appends its selected entries and its share of the bucket
+// to block 0's lists (remote shared-memory atomics; the order of appends does not matter, the
+// lists are sorted), and block 0 refines the bucket and sorts the k winners.
+struct ClusterSmem {
+  RowSmem row;             // the lists are used in block 0 only
+  uint32_t local[kBins];   // this block's histogram, read by the whole cluster
+};
 
-// Split collection: entries above the row's prefix into w.sel, the boundary bucket into w.cand.
-__global__ void __launch_bounds__(kThreads) topk_split_collect_kernel(Args a, SplitWork w) {
+__global__ void __launch_bounds__(kThreads) topk_cluster_kernel(Args a, int64_t slice) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  ClusterSmem& cs = *reinterpret_cast<ClusterSmem*>(dyn_smem);
+  RowSmem& s = cs.row;
+  const unsigned rank = cluster.block_rank(), n_blocks = cluster.num_blocks();
   const int64_t t = blockIdx.y;
-  const int64_t n = row_len(a, t);
-  if (n <= a.k) return;
-  RowState& st = w.state[t];
-  if (!st.done) return;  // the finishing block continues with global passes
-  const Prefix p{st.value, st.bits, st.need};
-  const int64_t begin = blockIdx.x * w.slice, end = min(n, begin + w.slice);
-  if (begin >= end) return;
-  uint64_t* sel = w.sel + t * kTopkMaxK;
-  uint64_t* cand = w.cand + t * kCandCap;
-  for_row(a.scores + t * a.stride, begin, end, [&](uint64_t c, bool ok) {
-    warp_append(ok && above(c, p), c, sel, &st.n_sel);
-    warp_append(ok && !above(c, p) && matches(c, p), c, cand, &st.n_cand);
+  const int64_t n = row_len(a, t);  // cluster-uniform
+  const float* row = a.scores + t * a.stride;
+  int32_t* out = a.out + t * a.k;
+  if (threadIdx.x == 0) s.n_sel = s.n_cand = 0;
+  __syncthreads();
+  if (n <= a.k) {
+    if (rank == 0) short_row(s, row, n, out, a.k);
+    return;  // no block touched another's shared memory
+  }
+  const int64_t begin = min(n, rank * slice), end = min(n, begin + slice);
+  Prefix p{0, 0, a.k};
+  uint32_t count = 0;
+  while (p.bits == 0 || (count > kCandCap && p.bits < 64)) {
+    for (int i = threadIdx.x; i < kBins; i += kThreads) cs.local[i] = 0;
+    __syncthreads();
+    hist_row(cs.local, row, begin, end, p);
+    cluster.sync();  // every block's histogram is complete
+    for (int i = threadIdx.x; i < kBins; i += kThreads) {
+      uint32_t sum = 0;
+      for (unsigned b = 0; b < n_blocks; ++b) sum += cluster.map_shared_rank(cs.local, b)[i];
+      s.h.hist[i] = sum;
+    }
+    cluster.sync();  // every remote read is done before any block clears its histogram
+    find_boundary(s.h, p);
+    p = s.h.boundary.next;
+    count = s.h.boundary.count;
+  }
+  uint64_t* sel0 = cluster.map_shared_rank(s.sel, 0);
+  uint64_t* cand0 = cluster.map_shared_rank(s.cand, 0);
+  int* n_sel0 = cluster.map_shared_rank(&s.n_sel, 0);
+  int* n_cand0 = cluster.map_shared_rank(&s.n_cand, 0);
+  for_row(row, begin, end, [&](uint64_t c, bool ok) {
+    warp_append(ok && above(c, p), c, sel0, n_sel0);
+    warp_append(ok && !above(c, p) && matches(c, p), c, cand0, n_cand0);
   });
-}
-
-// Keep freed stream-ordered memory in the device's default pool. By default the pool gives it
-// back at each synchronisation, and the next cudaMallocAsync maps it again: about 100 us per
-// call, which was most of a decode top-k's time (bench/RESULTS.md).
-void keep_pool_memory() {
-  int device = 0;
-  IC_CUDA_CHECK(cudaGetDevice(&device));
-  cudaMemPool_t pool;
-  IC_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
-  uint64_t threshold = UINT64_MAX;
-  IC_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  cluster.sync();  // block 0's lists are complete; the other blocks are done
+  if (rank != 0) return;
+  refine(s, p, count);
+  sort_and_write(s, a.k, out, a.k);
 }
 
 int device_sms() {
@@ -362,6 +324,41 @@ int device_sms() {
   IC_CUDA_CHECK(cudaGetDevice(&device));
   IC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   return sms;
+}
+
+// Launch of topk_cluster_kernel with clusters of `blocks` along x, one cluster per row.
+cudaLaunchConfig_t cluster_config(unsigned blocks, unsigned rows, cudaLaunchAttribute& attr) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks, rows);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = sizeof(ClusterSmem);
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = blocks;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
+// The largest cluster (16, 8, 4 or 2 blocks) the device can run; 0: none. Set up once.
+int max_cluster_blocks() {
+  static const int blocks = [] {
+    auto* kernel = topk_cluster_kernel;
+    IC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(sizeof(ClusterSmem))));
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
+      (void)cudaGetLastError();
+    for (int b = 16; b >= 2; b /= 2) {
+      cudaLaunchAttribute attr;
+      const cudaLaunchConfig_t cfg = cluster_config(static_cast<unsigned>(b), 1, attr);
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0) return b;
+      (void)cudaGetLastError();
+    }
+    return 0;
+  }();
+  return blocks;
 }
 
 }  // namespace
@@ -372,43 +369,28 @@ void topk(const TopkParams& p) {
   IC_CHECK(p.n_q <= INT32_MAX, "topk (cuda): {} rows exceed the CUDA grid", p.n_q);
   if (p.n_q == 0) return;
   const Args a{p.scores, p.lengths, p.out, p.n_q, p.row_stride, p.q_pos0, static_cast<int>(p.k)};
-  const size_t smem = sizeof(RowSmem);
-  IC_CUDA_CHECK(cudaFuncSetAttribute(topk_row_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(smem)));
   // The longest row bounds the slices; the lengths themselves stay on the device.
   const int64_t max_len = p.lengths ? p.row_stride : std::min(p.row_stride, p.q_pos0 + p.n_q);
-  const int sms = device_sms();
-  const int64_t splits = std::min<int64_t>((2 * sms + p.n_q - 1) / p.n_q, (max_len + kMinSlice - 1) / kMinSlice);
-  if (splits <= 1 || p.n_q > 65535) {
-    topk_row_kernel<<<static_cast<unsigned>(p.n_q), kThreads, smem>>>(a, SplitWork{});
+  // Few long rows: a cluster of blocks per row, as many blocks as keep about 2 per SM busy.
+  const int64_t want = std::min<int64_t>((2 * device_sms() + p.n_q - 1) / p.n_q, (max_len + kMinSlice - 1) / kMinSlice);
+  int blocks = max_cluster_blocks();
+  while (blocks > 1 && blocks > want) blocks /= 2;
+  if (blocks >= 2 && p.n_q <= 65535) {
+    const int64_t slice = ((max_len + blocks - 1) / blocks + 127) / 128 * 128;
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t cfg = cluster_config(static_cast<unsigned>(blocks), static_cast<unsigned>(p.n_q), attr);
+    IC_CUDA_CHECK(cudaLaunchKernelEx(&cfg, topk_cluster_kernel, a, slice));
     IC_CUDA_CHECK_LAUNCH();
     return;
   }
-  SplitWork w;
-  w.slice = (max_len + splits - 1) / splits;
-  const size_t state_bytes = (static_cast<size_t>(p.n_q) * sizeof(RowState) + 255) / 256 * 256;
-  const size_t hist_bytes = static_cast<size_t>(p.n_q) * kBins * sizeof(uint32_t);
-  const size_t list_bytes = static_cast<size_t>(p.n_q) * (kTopkMaxK + kCandCap) * sizeof(uint64_t);
-  void* ws = nullptr;
-  // Stream-ordered allocation: served from the driver's pool after the first call.
-  keep_pool_memory();
-  IC_CUDA_CHECK(cudaMallocAsync(&ws, state_bytes + hist_bytes + list_bytes, nullptr));
-  char* base = static_cast<char*>(ws);
-  w.state = reinterpret_cast<RowState*>(base);
-  w.hist = reinterpret_cast<uint32_t*>(base + state_bytes);
-  w.sel = reinterpret_cast<uint64_t*>(base + state_bytes + hist_bytes);
-  w.cand = w.sel + p.n_q * kTopkMaxK;
-  IC_CUDA_CHECK(cudaMemsetAsync(ws, 0, state_bytes + hist_bytes, nullptr));
-  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(p.n_q));
-  for (int level = 0; level < kMaxLevels; ++level) {
-    topk_split_hist_kernel<<<grid, kThreads>>>(a, w, level);
-    IC_CUDA_CHECK_LAUNCH();
-  }
-  topk_split_collect_kernel<<<grid, kThreads>>>(a, w);
+  static const bool attr_set = [] {
+    IC_CUDA_CHECK(cudaFuncSetAttribute(topk_row_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(sizeof(RowSmem))));
+    return true;
+  }();
+  (void)attr_set;
+  topk_row_kernel<<<static_cast<unsigned>(p.n_q), kThreads, sizeof(RowSmem)>>>(a);
   IC_CUDA_CHECK_LAUNCH();
-  topk_row_kernel<<<static_cast<unsigned>(p.n_q), kThreads, smem>>>(a, w);
-  IC_CUDA_CHECK_LAUNCH();
-  IC_CUDA_CHECK(cudaFreeAsync(ws, nullptr));
 }
 
 }  // namespace ic::ops::cuda
