@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "indexcache/search.h"
+#include "indexcache/search_report.h"
 #include "io/gguf_writer.h"
 #include "model/dsa.h"
 #include "model/llama.h"
@@ -315,6 +316,21 @@ TEST(Search, Errors) {
   // A dense model.
   m->set_dsa(nullptr);
   EXPECT_THROW(greedy_search(*m, windows, cfg), Error);
+}
+
+TEST(SearchReport, LossCurveSvgHasEveryPointAndRejectsOtherJson) {
+  nlohmann::json j = {{"all_f_loss", 3.5}, {"dense_loss", 3.4},
+                      {"config", {{"n_layers", 6}, {"topk", 8}, {"windows", 1}, {"ctx", 64}}},
+                      {"trajectory", nlohmann::json::array()}};
+  for (int f = 5; f >= 2; --f) j["trajectory"].push_back({{"n_full", f}, {"loss", 3.5 + 0.01 * (6 - f)}});
+  const std::string svg = search_loss_curve_svg(j);
+  EXPECT_EQ(svg.rfind("<svg", 0) == 0 || svg.find("<svg") != std::string::npos, true);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  for (const char* name : {"greedy search (measured)", "all F (DSA)", "dense", "F layers kept (of 6)"})
+    EXPECT_NE(svg.find(name), std::string::npos) << name;
+  EXPECT_THROW(search_loss_curve_svg(nlohmann::json::object()), Error);
+  j["trajectory"] = nlohmann::json::array();
+  EXPECT_THROW(search_loss_curve_svg(j), Error);
 }
 
 }  // namespace
