@@ -74,6 +74,8 @@ TEST(DsaModel, IndexerFileRoundTripAndPatternRules) {
   EXPECT_EQ(quarter.config.topk, 4);
   const KVCache kv(m.config(), 64, Device::CPU, &quarter);
   EXPECT_EQ(kv.index_bytes(), 64 * 32 * 4);
+  EXPECT_EQ(kv.index_bytes(), 64 * quarter.key_cache_bytes_per_token(Device::CPU));
+  EXPECT_EQ(quarter.key_cache_bytes_per_token(Device::CUDA), 32 * 2);  // bf16 keys on the GPU
   // A pattern needing an indexer the file lacks, a first layer S, or a wrong model: clear errors.
   try {
     load_indexers(file, L, dim, LayerPattern::parse("F" + std::string(L - 1, 'F'), L));

@@ -39,8 +39,8 @@ double meta_float(const safetensors::File& f, const char* key) {
 }
 }  // namespace
 
-int64_t DsaSpec::key_cache_bytes_per_token() const {
-  return pattern.n_full() * config.head_dim * static_cast<int64_t>(sizeof(float));
+int64_t DsaSpec::key_cache_bytes_per_token(Device device) const {
+  return pattern.n_full() * config.head_dim * (device == Device::CPU ? 4 : 2);
 }
 
 int64_t DsaSpec::weight_bytes() const {

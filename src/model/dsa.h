@@ -26,8 +26,9 @@ struct DsaSpec {
   std::map<std::string, std::string> metadata;
 
   int64_t n_layers() const { return pattern.n_layers(); }
-  // Bytes of indexer key cache per token (F layers only) and indexer weights loaded.
-  int64_t key_cache_bytes_per_token() const;
+  // Bytes of indexer key cache per token (F layers only) on `device` (f32 keys on the CPU, bf16
+  // on the GPU, as KVCache stores them) and indexer weights loaded.
+  int64_t key_cache_bytes_per_token(Device device = Device::CPU) const;
   int64_t weight_bytes() const;
 };
 
