@@ -2,7 +2,8 @@
 //
 // Same work split as the mma.sync kernel (sparse_mla_cuda.cu): a block owns one token and 64 of
 // its query heads and walks the token's index list in tiles of 64 keys, cp.async gathering the
-// next tile's cache rows into shared memory while the current one is computed (two buffers).
+// next tile's cache rows into shared memory while the current one is computed (two buffers; the
+// gather is issued right after the score wgmmas, so its issue cost hides behind them).
 // Two warpgroups, and each is both a score and an output group:
 //   S  = Q K^T     warpgroup w: all 64 heads x keys 32 w .. 32 w + 31 over the 576 dims,
 //                  36 wgmma m64n32k16 (A = Q, B = the gathered rows, both from shared memory);
@@ -25,8 +26,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <string_view>
 
 #include "core/cuda_check.h"
 #include "ops/sparse_mla.h"
@@ -114,24 +113,8 @@ __device__ __forceinline__ void wgmma_m64n256_tb(float (&d)[128], uint64_t a, ui
       : "l"(a), "l"(b), "r"(1));
 }
 
-// D[64 x 64] += A[64 x 16] B[16 x 64], A and B through shared-memory descriptors; B N-major.
-__device__ __forceinline__ void wgmma_m64n64_tb(float* d, uint64_t a, uint64_t b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "%32, %33, p, 1, 1, 0, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(a), "l"(b), "r"(1));
-}
 
-// kPvN: the N of each P V wgmma, 256 (one instruction per k16) or 64 (four, each one 64-dim
-// block, so the leading byte offset of V's descriptor is never used).
-template <bool kFp8, int kPvN>
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMlaParams p, Layout lay, Partials part) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -208,8 +191,6 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
     fence_async_smem();
     __syncthreads();  // tile j landed for everyone; tile j - 1 and its P are no longer read
     const bool more = j + 1 < n_tiles;
-    if (more) issue_tile((j + 1) & 1, key_begin + static_cast<int64_t>(j + 1) * kTile);
-    cp_async_commit();
     const int buf = j & 1;
     const uint32_t kb = base + kKvOff + buf * kTileBytes;
 
@@ -226,6 +207,9 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
         wgmma_m64n32(s, desc(base + kQOff + blk * kBlockBytes + 32 * kk, 16, 1024),
                      desc(kb + blk * kBlockBytes + wg * 32 * 128 + 32 * kk, 16, 1024));
     wgmma_commit();
+    // While the tensor cores compute the scores, ask for the next tile (the other buffer).
+    if (more) issue_tile((j + 1) & 1, key_begin + static_cast<int64_t>(j + 1) * kTile);
+    cp_async_commit();
     wgmma_wait0();
     fence_regs(s);
 
@@ -275,8 +259,10 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
       sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
       l_run[r] = l_run[r] * corr[r] + sum[r];
     }
+    if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {  // skipped once the maxima settle
 #pragma unroll
-    for (int i = 0; i < 128; ++i) o[i] *= corr[(i >> 1) & 1];
+      for (int i = 0; i < 128; ++i) o[i] *= corr[(i >> 1) & 1];
+    }
     if (more) finish_tile((j + 1) & 1);  // fp8: the next tile's loads have had the scores' time
     fence_async_smem();
     __syncthreads();  // P (and an fp8 tile) written by everyone
@@ -286,14 +272,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kTile / 16; ++kk) {
-      const uint64_t da = desc(base + kPOff + 32 * kk, 16, 1024);
-      if constexpr (kPvN == 256) {
-        wgmma_m64n256_tb(o, da, desc(kb + 4 * wg * kBlockBytes + 16 * kk * 128, kBlockBytes, 1024));
-      } else {
-#pragma unroll
-        for (int q = 0; q < 4; ++q)  // o[32 q ..]: dims 256 wg + 64 q ..
-          wgmma_m64n64_tb(o + 32 * q, da, desc(kb + (4 * wg + q) * kBlockBytes + 16 * kk * 128, 1024, 1024));
-      }
+      wgmma_m64n256_tb(o, desc(base + kPOff + 32 * kk, 16, 1024),
+                       desc(kb + 4 * wg * kBlockBytes + 16 * kk * 128, kBlockBytes, 1024));
     }
     wgmma_commit();
     wgmma_wait0();
@@ -342,14 +322,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
 }  // namespace
 
 void launch_wgmma(const SparseMlaParams& p, const Layout& lay, const Partials& part, int64_t blocks) {
-  // IC_MLA_WGMMA_PV=64: the four-instruction P V (a device-time hedge while the N = 256 form is
-  // unverified; read once).
-  static const bool pv64 = [] {
-    const char* e = std::getenv("IC_MLA_WGMMA_PV");
-    return e && std::string_view(e) == "64";
-  }();
-  const auto kernel = p.kv_fp8 ? (pv64 ? sparse_mla_wgmma_kernel<true, 64> : sparse_mla_wgmma_kernel<true, 256>)
-                               : (pv64 ? sparse_mla_wgmma_kernel<false, 64> : sparse_mla_wgmma_kernel<false, 256>);
+  const auto kernel = p.kv_fp8 ? sparse_mla_wgmma_kernel<true> : sparse_mla_wgmma_kernel<false>;
   IC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes>>>(p, lay, part);
   IC_CUDA_CHECK_LAUNCH();
