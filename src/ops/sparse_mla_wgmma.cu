@@ -26,6 +26,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "core/cuda_check.h"
 #include "ops/sparse_mla.h"
@@ -114,7 +115,9 @@ __device__ __forceinline__ void wgmma_m64n256_tb(float (&d)[128], uint64_t a, ui
 }
 
 
-template <bool kFp8>
+// ABLATION (measuring aid, temporary): kOut leaves one stage out: 1 the score wgmmas, 2 the
+// softmax arithmetic, 3 the P V wgmmas, 4 the gathers after the first tile, 5 both wgmma stages.
+template <bool kFp8, int kOut = 0>
 __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMlaParams p, Layout lay, Partials part) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -200,6 +203,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
     for (int i = 0; i < 16; ++i) s[i] = 0.0f;
     fence_regs(s);
     wgmma_fence();
+    if constexpr (kOut != 1 && kOut != 5)
 #pragma unroll
     for (int blk = 0; blk < 9; ++blk)
 #pragma unroll
@@ -208,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
                      desc(kb + blk * kBlockBytes + wg * 32 * 128 + 32 * kk, 16, 1024));
     wgmma_commit();
     // While the tensor cores compute the scores, ask for the next tile (the other buffer).
-    if (more) issue_tile((j + 1) & 1, key_begin + static_cast<int64_t>(j + 1) * kTile);
+    if (more && kOut != 4) issue_tile((j + 1) & 1, key_begin + static_cast<int64_t>(j + 1) * kTile);
     cp_async_commit();
     wgmma_wait0();
     fence_regs(s);
@@ -233,6 +237,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
     __syncthreads();  // both key halves' maxima are in
 
     float corr[2], m_use[2], sum[2] = {0.0f, 0.0f};
+    if constexpr (kOut != 2) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = r ? row1 : row0;
@@ -263,6 +268,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
 #pragma unroll
       for (int i = 0; i < 128; ++i) o[i] *= corr[(i >> 1) & 1];
     }
+    }
     if (more) finish_tile((j + 1) & 1);  // fp8: the next tile's loads have had the scores' time
     fence_async_smem();
     __syncthreads();  // P (and an fp8 tile) written by everyone
@@ -270,6 +276,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
     // O[:, 256 wg ..] += P V.
     fence_regs(o);
     wgmma_fence();
+    if constexpr (kOut != 3 && kOut != 5)
 #pragma unroll
     for (int kk = 0; kk < kTile / 16; ++kk) {
       wgmma_m64n256_tb(o, desc(base + kPOff + 32 * kk, 16, 1024),
@@ -322,7 +329,15 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
 }  // namespace
 
 void launch_wgmma(const SparseMlaParams& p, const Layout& lay, const Partials& part, int64_t blocks) {
-  const auto kernel = p.kv_fp8 ? sparse_mla_wgmma_kernel<true> : sparse_mla_wgmma_kernel<false>;
+  const char* ab = std::getenv("IC_MLA_WGMMA_ABLATE");
+  const int out = ab ? std::atoi(ab) : 0;
+  const auto kernel = p.kv_fp8     ? sparse_mla_wgmma_kernel<true>
+                      : out == 1 ? sparse_mla_wgmma_kernel<false, 1>
+                      : out == 2 ? sparse_mla_wgmma_kernel<false, 2>
+                      : out == 3 ? sparse_mla_wgmma_kernel<false, 3>
+                      : out == 4 ? sparse_mla_wgmma_kernel<false, 4>
+                      : out == 5 ? sparse_mla_wgmma_kernel<false, 5>
+                                 : sparse_mla_wgmma_kernel<false>;
   IC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes>>>(p, lay, part);
   IC_CUDA_CHECK_LAUNCH();
