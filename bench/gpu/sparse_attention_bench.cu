@@ -23,7 +23,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -400,14 +399,6 @@ int main(int argc, char** argv) {
     const std::string arg = argc > 1 ? argv[1] : "";
     cudaDeviceProp prop{};
     IC_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    if (arg == "ablate") {  // the wgmma prefill with one stage left out at a time (outputs then wrong)
-      for (const char* a : {"0", "1", "2", "3", "4", "5", "0"}) {
-        setenv("IC_MLA_WGMMA_ABLATE", a, 1);
-        std::printf("leave out %s (1 scores wgmma, 2 softmax arithmetic, 3 P V wgmma, 4 gathers, 5 both wgmmas): ", a);
-        run_mla({"prefill", 4096, 64, 61440, 2048, 0, ops::MlaKernel::Wgmma}, Ceilings{795, 4260}, "");
-      }
-      return 0;
-    }
     if (arg == "profile") {  // one prefill launch for ncu: the ceilings are placeholders here
       run_mla({"prefill", 4096, 64, 61440, 2048, 0, ops::MlaKernel::Wgmma}, Ceilings{1, 1}, "");
       return 0;

@@ -3,7 +3,7 @@
 // Same work split as the mma.sync kernel (sparse_mla_cuda.cu): a block owns one token and 64 of
 // its query heads and walks the token's index list in tiles of 64 keys, cp.async gathering the
 // next tile's cache rows into shared memory while the current one is computed (two buffers; the
-// gather is issued right after the score wgmmas, so its issue cost hides behind them).
+// gather is issued right after the score wgmmas, so part of its cost overlaps them).
 // Two warpgroups, and each is both a score and an output group:
 //   S  = Q K^T     warpgroup w: all 64 heads x keys 32 w .. 32 w + 31 over the 576 dims,
 //                  36 wgmma m64n32k16 (A = Q, B = the gathered rows, both from shared memory);
@@ -26,7 +26,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "core/cuda_check.h"
 #include "ops/sparse_mla.h"
@@ -115,9 +114,7 @@ __device__ __forceinline__ void wgmma_m64n256_tb(float (&d)[128], uint64_t a, ui
 }
 
 
-// ABLATION (measuring aid, temporary): kOut leaves one stage out: 1 the score wgmmas, 2 the
-// softmax arithmetic, 3 the P V wgmmas, 4 the gathers after the first tile, 5 both wgmma stages.
-template <bool kFp8, int kOut = 0>
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMlaParams p, Layout lay, Partials part) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -203,7 +200,6 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
     for (int i = 0; i < 16; ++i) s[i] = 0.0f;
     fence_regs(s);
     wgmma_fence();
-    if constexpr (kOut != 1 && kOut != 5)
 #pragma unroll
     for (int blk = 0; blk < 9; ++blk)
 #pragma unroll
@@ -212,7 +208,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
                      desc(kb + blk * kBlockBytes + wg * 32 * 128 + 32 * kk, 16, 1024));
     wgmma_commit();
     // While the tensor cores compute the scores, ask for the next tile (the other buffer).
-    if (more && kOut != 4) issue_tile((j + 1) & 1, key_begin + static_cast<int64_t>(j + 1) * kTile);
+    if (more) issue_tile((j + 1) & 1, key_begin + static_cast<int64_t>(j + 1) * kTile);
     cp_async_commit();
     wgmma_wait0();
     fence_regs(s);
@@ -237,7 +233,6 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
     __syncthreads();  // both key halves' maxima are in
 
     float corr[2], m_use[2], sum[2] = {0.0f, 0.0f};
-    if constexpr (kOut != 2) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = r ? row1 : row0;
@@ -268,7 +263,6 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
 #pragma unroll
       for (int i = 0; i < 128; ++i) o[i] *= corr[(i >> 1) & 1];
     }
-    }
     if (more) finish_tile((j + 1) & 1);  // fp8: the next tile's loads have had the scores' time
     fence_async_smem();
     __syncthreads();  // P (and an fp8 tile) written by everyone
@@ -276,7 +270,6 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
     // O[:, 256 wg ..] += P V.
     fence_regs(o);
     wgmma_fence();
-    if constexpr (kOut != 3 && kOut != 5)
 #pragma unroll
     for (int kk = 0; kk < kTile / 16; ++kk) {
       wgmma_m64n256_tb(o, desc(base + kPOff + 32 * kk, 16, 1024),
@@ -329,15 +322,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_wgmma_kernel(SparseMla
 }  // namespace
 
 void launch_wgmma(const SparseMlaParams& p, const Layout& lay, const Partials& part, int64_t blocks) {
-  const char* ab = std::getenv("IC_MLA_WGMMA_ABLATE");
-  const int out = ab ? std::atoi(ab) : 0;
-  const auto kernel = p.kv_fp8     ? sparse_mla_wgmma_kernel<true>
-                      : out == 1 ? sparse_mla_wgmma_kernel<false, 1>
-                      : out == 2 ? sparse_mla_wgmma_kernel<false, 2>
-                      : out == 3 ? sparse_mla_wgmma_kernel<false, 3>
-                      : out == 4 ? sparse_mla_wgmma_kernel<false, 4>
-                      : out == 5 ? sparse_mla_wgmma_kernel<false, 5>
-                                 : sparse_mla_wgmma_kernel<false>;
+  const auto kernel = p.kv_fp8 ? sparse_mla_wgmma_kernel<true> : sparse_mla_wgmma_kernel<false>;
   IC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes>>>(p, lay, part);
   IC_CUDA_CHECK_LAUNCH();
