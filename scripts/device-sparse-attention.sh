@@ -8,13 +8,16 @@
 # 1. build ic_tests and bench/gpu/sparse_attention_bench with CUDA (in $IC_DEVICE_BUILD,
 #    default /tmp/icbuild; a prebuilt ./.prebuilt/{ic_tests,sparse_attention_bench} is used
 #    instead when present and it runs on this machine);
-# 2. the GPU tests of the sparse kernels (tests/test_sparse_attention_cuda.cpp) and the CPU tests
-#    of the MLA reference, then compute-sanitizer memcheck over the GPU tests (if it works here);
+# 2. the GPU tests of the sparse kernels (tests/test_sparse_attention_cuda.cpp: both MLA kernels,
+#    mma.sync and wgmma, bf16 and fp8 caches) and the CPU tests of the MLA reference, then
+#    compute-sanitizer memcheck over the edge-case GPU tests (if it works here; $SA_MEMCHECK_S
+#    seconds at most, default 45);
 # 3. the workbench: ceilings (cuBLAS bf16 GEMM, device-to-device copy), sparse MLA prefill at
-#    64 and 128 heads over 10K..200K contexts, decode at batch 1 and 64, GQA prefill and decode,
-#    each checked against the CPU reference on sampled tokens;
+#    64 and 128 heads over 10K..200K contexts (wgmma; mma.sync at 10K; fp8 at 200K),
+#    decode at batch 1 and 64 (both kernels, bf16 and fp8), GQA prefill and decode, each
+#    checked against the CPU reference on sampled tokens;
 # 4. the plain PyTorch versions: an independent check of our output, then their times.
-# 5. one MLA prefill launch under ncu, for where its time goes.
+# 5. one MLA prefill launch (the wgmma kernel) under ncu, for where its time goes.
 # "quick" skips the PyTorch timings.
 # Logs: $OUT/sa_summary.txt (the table), sa_build.log, sa_tests.log, sa_memcheck.log, sa_bench.log,
 # sa_torch.log, sa_ncu.log ($OUT defaults to ./device-out off the device tool).
@@ -49,7 +52,7 @@ else
   note "build: $(( $(date +%s) - t0 )) s"
 fi
 
-filter='SparseAttentionCuda*:SparseMlaCuda*:SparseMlaCpu*:SparseAttentionCpu*'
+filter='SparseAttentionCuda*:SparseMlaCuda*:SparseMlaCpu*:SparseMlaFp8*:SparseAttentionCpu*'
 t0=$(date +%s)
 "$tests" --gtest_filter="$filter" >"$OUT/sa_tests.log" 2>&1 || status=1
 note "tests ($filter): $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]' "$OUT/sa_tests.log" | tr '\n' ' ') ($(( $(date +%s) - t0 )) s)"
@@ -60,8 +63,8 @@ note "tests, second run: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]' "$OUT/sa_te
 
 if command -v compute-sanitizer >/dev/null; then
   t0=$(date +%s)
-  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$tests" \
-    --gtest_filter='SparseAttentionCuda*:SparseMlaCuda*' >"$OUT/sa_memcheck.log" 2>&1
+  timeout "${SA_MEMCHECK_S:-45}" compute-sanitizer --tool memcheck --error-exitcode 9 "$tests" \
+    --gtest_filter='SparseMlaCuda.NoValidIndex*:SparseAttentionCuda*' >"$OUT/sa_memcheck.log" 2>&1
   rc=$?
   [ $rc -eq 0 ] || [ $rc -eq 124 ] || status=1
   note "memcheck: rc $rc$([ $rc -eq 124 ] && echo ' (timed out: partial)') ($(grep -E 'ERROR SUMMARY' "$OUT/sa_memcheck.log" | tail -n 1)) ($(( $(date +%s) - t0 )) s)"
@@ -73,11 +76,11 @@ tee -a "$summary" <"$OUT/sa_bench.log"
 
 # Where the MLA prefill kernel's time goes: one launch under Nsight Compute (clocks left alone).
 if command -v ncu >/dev/null; then
-  timeout 120 ncu --clock-control none -k regex:sparse_mla_kernel -c 1 --section SpeedOfLight \
+  timeout 60 ncu --clock-control none -k regex:sparse_mla_wgmma_kernel -c 1 --section SpeedOfLight \
     --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy "$bench" profile \
     >"$OUT/sa_ncu.log" 2>&1
-  note "ncu (mla prefill T=4096 H=64 ctx=61440, one launch): rc $?"
-  grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L1/TEX Cache Throughput|Executed Ipc Active|Issue Slots Busy|SM Busy|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Stall|stall" \
+  note "ncu (mla prefill, wgmma, T=4096 H=64 ctx=61440, one launch): rc $?"
+  grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L1/TEX Cache Throughput|Executed Ipc Active|Issue Slots Busy|SM Busy|Warp Cycles Per Issued|Achieved Occupancy|Registers Per|Stall|stall|Tensor|Pipe" \
     "$OUT/sa_ncu.log" | head -n 30 | tee -a "$summary"
 fi
 

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -280,15 +281,24 @@ struct MlaCase {
 };
 
 struct MlaInputs {
-  std::vector<uint16_t> q, kv;
+  std::vector<uint16_t> q, kv;  // kv: the bf16 cache, or the dequantised copy of kv8
   std::vector<int32_t> idx;
+  std::vector<uint8_t> kv8;     // the fp8 cache (656-byte rows), when testing it
 };
 
-// Distinct rows per token (at most valid_max of them), random order, -1 elsewhere.
-MlaInputs make_mla(Rng& rng, const MlaCase& c, int64_t valid_max) {
+// Distinct rows per token (at most valid_max of them), random order, -1 elsewhere. fp8: the
+// cache is quantised (quantize_mla_fp8) and kv becomes its dequantised copy, the reference's input.
+MlaInputs make_mla(Rng& rng, const MlaCase& c, int64_t valid_max, bool fp8 = false) {
   MlaInputs in;
   in.q = to_bf16(rng.normal(c.n_q * c.heads * kMlaDimQK));
   in.kv = to_bf16(rng.normal(c.n_kv * kMlaDimQK));
+  if (fp8) {
+    in.kv8.resize(c.n_kv * kMlaFp8RowBytes);
+    for (int64_t r = 0; r < c.n_kv; ++r) {
+      quantize_mla_fp8(in.kv.data() + r * kMlaDimQK, in.kv8.data() + r * kMlaFp8RowBytes);
+      dequantize_mla_fp8(in.kv8.data() + r * kMlaFp8RowBytes, in.kv.data() + r * kMlaDimQK);
+    }
+  }
   in.idx.assign(c.n_q * c.k, -1);
   std::vector<int32_t> rows(c.n_kv);
   std::iota(rows.begin(), rows.end(), 0);
@@ -301,14 +311,19 @@ MlaInputs make_mla(Rng& rng, const MlaCase& c, int64_t valid_max) {
   return in;
 }
 
-GqaResult run_mla_gpu(const MlaCase& c, const MlaInputs& in, float scale) {
+const char* kernel_name(MlaKernel k) {
+  return k == MlaKernel::Wgmma ? "wgmma" : k == MlaKernel::MmaSync ? "mma.sync" : "auto";
+}
+
+GqaResult run_mla_gpu(const MlaCase& c, const MlaInputs& in, float scale, MlaKernel kernel = MlaKernel::Auto) {
   const Tensor gq = to_gpu(in.q, {c.n_q, c.heads, kMlaDimQK}, DType::BF16);
-  const Tensor gkv = to_gpu(in.kv, {c.n_kv, kMlaDimQK}, DType::BF16);
+  const Tensor gkv = in.kv8.empty() ? to_gpu(in.kv, {c.n_kv, kMlaDimQK}, DType::BF16)
+                                    : to_gpu(in.kv8, {c.n_kv, kMlaFp8RowBytes}, DType::F8_E4M3);
   const Tensor gi = to_gpu(in.idx, {c.n_q, c.k}, DType::I32);
   GqaResult r[2];
   for (auto& x : r) {
     Tensor out = nan_gpu({c.n_q, c.heads, kMlaDimV}), lse = nan_gpu({c.n_q, c.heads});
-    sparse_mla(gq, gkv, gi, scale, out, &lse);
+    sparse_mla(gq, gkv, gi, scale, out, &lse, kernel);
     x.out = to_host(out), x.lse = to_host(lse);
   }
   EXPECT_EQ(r[0].out, r[1].out) << "two runs differ";
@@ -316,21 +331,42 @@ GqaResult run_mla_gpu(const MlaCase& c, const MlaInputs& in, float scale) {
   return r[0];
 }
 
-void check_mla(Rng& rng, const MlaCase& c, int64_t valid_max) {
+// The kernels this GPU runs: mma.sync always, wgmma on Hopper (it refuses other GPUs).
+const std::vector<MlaKernel>& mla_kernels() {
+  static const std::vector<MlaKernel> kernels = [] {
+    std::vector<MlaKernel> k{MlaKernel::MmaSync};
+    Rng rng;
+    const MlaCase c{1, 64, 64, 64};
+    try {
+      run_mla_gpu(c, make_mla(rng, c, 64), 0.1f, MlaKernel::Wgmma);
+      k.push_back(MlaKernel::Wgmma);
+    } catch (const Error& e) {
+      std::printf("sparse_mla: no wgmma kernel on this GPU (%s)\n", e.what());
+    }
+    return k;
+  }();
+  return kernels;
+}
+
+void check_mla(Rng& rng, const MlaCase& c, int64_t valid_max, bool fp8 = false) {
   SCOPED_TRACE(testing::Message() << "n_q " << c.n_q << " heads " << c.heads << " n_kv " << c.n_kv << " k " << c.k
-                                  << " valid<= " << valid_max);
-  const auto in = make_mla(rng, c, valid_max);
+                                  << " valid<= " << valid_max << (fp8 ? " fp8" : " bf16"));
+  const auto in = make_mla(rng, c, valid_max, fp8);
   const float scale = 1.0f / std::sqrt(float(kMlaDimQK));
   std::vector<float> ref(c.n_q * c.heads * kMlaDimV, kNaN), lse_ref(c.n_q * c.heads, kNaN);
-  // cpu::sparse_mla is the reference run in parallel (bitwise equal: test_sparse_mla.cpp).
+  // cpu::sparse_mla is the reference run in parallel (bitwise equal: test_sparse_mla.cpp); an fp8
+  // cache means its dequantised copy (also test_sparse_mla.cpp).
   cpu::sparse_mla(
       {in.q.data(), in.kv.data(), in.idx.data(), ref.data(), lse_ref.data(), c.n_q, c.heads, c.n_kv, c.k, scale});
-  const auto got = run_mla_gpu(c, in, scale);
   const auto qf = widen(in.q), kvf = widen(in.kv);
   const double e = gamma(kMlaDimQK) * scale * max_row_norm(qf, kMlaDimQK) * max_row_norm(kvf, kMlaDimQK);
   const int64_t n = std::min({valid_max, c.k, c.n_kv});
-  expect_close(got.out, ref, got.lse, lse_ref, max_abs(kvf) * (2 * e + 2 * kBf16U + (n + 32) * kU),
-               e + (n + 32) * kU);
+  for (MlaKernel kernel : mla_kernels()) {
+    SCOPED_TRACE(kernel_name(kernel));
+    const auto got = run_mla_gpu(c, in, scale, kernel);
+    expect_close(got.out, ref, got.lse, lse_ref, max_abs(kvf) * (2 * e + 2 * kBf16U + (n + 32) * kU),
+                 e + (n + 32) * kU);
+  }
 }
 
 TEST(SparseMlaCuda, MatchesReferenceAcrossShapes) {
@@ -344,33 +380,50 @@ TEST(SparseMlaCuda, MatchesReferenceAcrossShapes) {
   check_mla(rng, {1, 128, 5000, 2048}, 2048); // decode, batch 1: split over blocks
   check_mla(rng, {64, 64, 5000, 512}, 400);   // decode, batch 64
   check_mla(rng, {3, 64, 200, 1}, 1);         // one-entry rows
+  check_mla(rng, {300, 64, 4000, 256}, 256);  // more blocks than multiprocessors, several tiles each
+}
+
+TEST(SparseMlaCuda, Fp8CacheMatchesReference) {
+  IC_CUDA_OR_SKIP();
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  check_mla(rng, {3, 64, 500, 64}, 64, true);
+  check_mla(rng, {5, 128, 3000, 300}, 250, true);
+  check_mla(rng, {4, 16, 700, 130}, 130, true);
+  check_mla(rng, {1, 64, 5000, 2048}, 2048, true);  // decode, split
+  check_mla(rng, {64, 128, 5000, 512}, 400, true);  // decode, batch 64
+  check_mla(rng, {300, 64, 4000, 256}, 256, true);
 }
 
 TEST(SparseMlaCuda, NoValidIndexAndOutsideTheCache) {
   IC_CUDA_OR_SKIP();
   Rng rng;
   SCOPED_TRACE(rng.seed);
-  for (int64_t k : {int64_t{0}, int64_t{64}, int64_t{2048}}) {
-    const MlaCase c{3, 64, 300, k};
-    auto in = make_mla(rng, c, 0);  // all -1
-    if (k > 0) in.idx[1 * k + k / 2] = 7;
-    const auto got = run_mla_gpu(c, in, 0.05f);
-    for (int64_t t : {0, 2})
-      for (int64_t h = 0; h < c.heads; ++h) {
-        ASSERT_EQ(got.lse[t * c.heads + h], -kInf) << "k " << k;
-        for (int64_t d = 0; d < kMlaDimV; ++d) ASSERT_EQ(got.out[(t * c.heads + h) * kMlaDimV + d], 0.0f);
+  for (bool fp8 : {false, true})
+    for (MlaKernel kernel : mla_kernels())
+      for (int64_t k : {int64_t{0}, int64_t{64}, int64_t{2048}}) {
+        SCOPED_TRACE(testing::Message() << kernel_name(kernel) << (fp8 ? " fp8" : " bf16") << " k " << k);
+        const MlaCase c{3, 64, 300, k};
+        auto in = make_mla(rng, c, 0, fp8);  // all -1
+        if (k > 0) in.idx[1 * k + k / 2] = 7;
+        const auto got = run_mla_gpu(c, in, 0.05f, kernel);
+        for (int64_t t : {0, 2})
+          for (int64_t h = 0; h < c.heads; ++h) {
+            ASSERT_EQ(got.lse[t * c.heads + h], -kInf) << "k " << k;
+            for (int64_t d = 0; d < kMlaDimV; ++d) ASSERT_EQ(got.out[(t * c.heads + h) * kMlaDimV + d], 0.0f);
+          }
+        if (k == 0) continue;
+        // A single key: weight exactly 1, its (dequantised) latent row exactly.
+        for (int64_t h = 0; h < c.heads; ++h)
+          for (int64_t d = 0; d < kMlaDimV; ++d)
+            ASSERT_EQ(got.out[(c.heads + h) * kMlaDimV + d], bf16_to_f32(in.kv[7 * kMlaDimQK + d]));
+        // Rows past the cache and below -1 are skipped like -1 on the GPU (the CPU throws).
+        auto bad = in;
+        for (int64_t i = 0; i < k; ++i) bad.idx[2 * k + i] = i % 2 ? static_cast<int32_t>(c.n_kv + i) : -3;
+        const auto got_bad = run_mla_gpu(c, bad, 0.05f, kernel);
+        EXPECT_EQ(got_bad.out, got.out);
+        EXPECT_EQ(got_bad.lse, got.lse);
       }
-    if (k == 0) continue;
-    for (int64_t h = 0; h < c.heads; ++h)  // a single key: weight exactly 1, its latent row exactly
-      for (int64_t d = 0; d < kMlaDimV; ++d)
-        ASSERT_EQ(got.out[(c.heads + h) * kMlaDimV + d], bf16_to_f32(in.kv[7 * kMlaDimQK + d]));
-    // Rows past the cache and below -1 are skipped like -1 on the GPU (the CPU throws).
-    auto bad = in;
-    for (int64_t i = 0; i < k; ++i) bad.idx[2 * k + i] = i % 2 ? static_cast<int32_t>(c.n_kv + i) : -3;
-    const auto got_bad = run_mla_gpu(c, bad, 0.05f);
-    EXPECT_EQ(got_bad.out, got.out);
-    EXPECT_EQ(got_bad.lse, got.lse);
-  }
 }
 
 }  // namespace

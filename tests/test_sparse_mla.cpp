@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -157,6 +158,86 @@ TEST(SparseMlaCpu, TensorFrontChecksShapesAndRuns) {
   EXPECT_THROW(sparse_mla(q, kv, idx_short, 0.1f, out, &lse), Error);
   const Tensor q_f32 = Tensor::empty({3, 5, kMlaDimQK}, DType::F32);
   EXPECT_THROW(sparse_mla(q_f32, kv, idx, 0.1f, out, &lse), Error);
+}
+
+// ---- fp8 cache (656-byte rows) ----
+
+std::vector<uint8_t> quantize_cache(const std::vector<uint16_t>& kv, int64_t n_kv) {
+  std::vector<uint8_t> kv8(n_kv * kMlaFp8RowBytes);
+  for (int64_t r = 0; r < n_kv; ++r) quantize_mla_fp8(kv.data() + r * kMlaDimQK, kv8.data() + r * kMlaFp8RowBytes);
+  return kv8;
+}
+
+// Each latent value comes back within half an e4m3 step of its block (relative 2^-4, or the
+// subnormal step 2^-9 scale / 2 near zero) plus the bf16 rounding; RoPE values exactly.
+TEST(SparseMlaFp8, RoundTripWithinTheQuantisationStep) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  Mla m(rng, 1, 1, 50, 1);
+  for (int c = 128; c < 256; ++c) m.kv[3 * kMlaDimQK + c] = 0;  // an all-zero block: scale 1, zeros back
+  const auto kv8 = quantize_cache(m.kv, m.n_kv);
+  for (int64_t r = 0; r < m.n_kv; ++r) {
+    const uint8_t* row8 = kv8.data() + r * kMlaFp8RowBytes;
+    float scales[4];
+    std::memcpy(scales, row8 + 512, sizeof scales);
+    std::vector<uint16_t> back(kMlaDimQK);
+    dequantize_mla_fp8(row8, back.data());
+    for (int64_t c = 0; c < kMlaDimQK; ++c) {
+      const double x = bf16_to_f32(m.kv[r * kMlaDimQK + c]), y = bf16_to_f32(back[c]);
+      if (c >= kMlaDimV) {
+        ASSERT_EQ(back[c], m.kv[r * kMlaDimQK + c]) << r << " " << c;
+        continue;
+      }
+      const double s = scales[c / 128];
+      ASSERT_LE(std::fabs(y - x), std::fabs(x) * (1.0 / 16 + 1.0 / 256) + s * std::ldexp(1.0, -10) * 1.01) << r << " " << c;
+    }
+  }
+  float s3[4];
+  std::memcpy(s3, kv8.data() + 3 * kMlaFp8RowBytes + 512, sizeof s3);
+  EXPECT_EQ(s3[1], 1.0f);
+}
+
+// An fp8 cache attends exactly like its dequantised bf16 copy, on both CPU paths.
+TEST(SparseMlaFp8, CacheEqualsItsDequantisedCopyBitwise) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  Mla m(rng, 4, 16, 200, 90);
+  const auto kv8 = quantize_cache(m.kv, m.n_kv);
+  for (int64_t r = 0; r < m.n_kv; ++r) dequantize_mla_fp8(kv8.data() + r * kMlaFp8RowBytes, m.kv.data() + r * kMlaDimQK);
+  cpu::sparse_mla_reference(m.params(0.05f));
+  const auto ref = m.out, lse_ref = m.lse;
+  SparseMlaParams p = m.params(0.05f);
+  p.kv = nullptr;
+  p.kv_fp8 = kv8.data();
+  cpu::sparse_mla_reference(p);
+  EXPECT_EQ(m.out, ref);
+  EXPECT_EQ(m.lse, lse_ref);
+  p = m.params(0.05f);
+  p.kv = nullptr;
+  p.kv_fp8 = kv8.data();
+  cpu::sparse_mla(p);
+  EXPECT_EQ(m.out, ref);
+  EXPECT_EQ(m.lse, lse_ref);
+}
+
+TEST(SparseMlaFp8, TensorFrontTakesTheByteRows) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  Mla m(rng, 3, 5, 40, 8);
+  auto kv8 = quantize_cache(m.kv, m.n_kv);
+  const Tensor q = Tensor::borrow(m.q.data(), {3, 5, kMlaDimQK}, DType::BF16);
+  const Tensor kv = Tensor::borrow(kv8.data(), {40, kMlaFp8RowBytes}, DType::F8_E4M3);
+  const Tensor idx = Tensor::borrow(m.idx.data(), {3, 8}, DType::I32);
+  Tensor out = Tensor::empty({3, 5, kMlaDimV}, DType::F32), lse = Tensor::empty({3, 5}, DType::F32);
+  sparse_mla(q, kv, idx, 0.1f, out, &lse);
+  SparseMlaParams p = m.params(0.1f);
+  p.kv = nullptr;
+  p.kv_fp8 = kv8.data();
+  cpu::sparse_mla_reference(p);
+  EXPECT_TRUE(std::equal(m.out.begin(), m.out.end(), out.data<float>()));
+  EXPECT_TRUE(std::equal(m.lse.begin(), m.lse.end(), lse.data<float>()));
+  const Tensor kv_narrow = Tensor::borrow(kv8.data(), {41, kMlaDimQK}, DType::F8_E4M3);
+  EXPECT_THROW(sparse_mla(q, kv_narrow, idx, 0.1f, out, &lse), Error);
 }
 
 }  // namespace

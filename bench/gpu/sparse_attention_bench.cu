@@ -16,6 +16,7 @@
 // each sequence of the batch its own region of the cache, as a paged cache would, and draws
 // distinct rows ((a i + b) mod N, a odd, N a power of two), so no row is counted twice.
 #include <cublas_v2.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -56,6 +57,22 @@ __global__ void fill_bf16(uint16_t* p, uint64_t n, uint32_t seed) {
     uint32_t u = __float_as_uint(f);
     u += 0x7fffu + ((u >> 16) & 1u);
     p[i] = static_cast<uint16_t>(u >> 16);
+  }
+}
+// fp8 MLA cache rows (656 bytes): e4m3 of 16 x a pseudo-normal value, scales 1/16, bf16 RoPE.
+__global__ void fill_fp8_rows(uint8_t* kv, int64_t rows, uint32_t seed) {
+  const uint64_t n = uint64_t(rows) * 656;
+  for (uint64_t i = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; i < n; i += uint64_t(gridDim.x) * blockDim.x) {
+    const uint64_t c = i % 656;
+    if (c < 512) {
+      kv[i] = __nv_cvt_float_to_fp8(16.0f * pseudo_normal(seed, i), __NV_SATFINITE, __NV_E4M3);
+    } else if (c < 528) {
+      if (c % 4 == 0) *reinterpret_cast<float*>(kv + i) = 1.0f / 16;
+    } else if (c % 2 == 0) {
+      uint32_t u = __float_as_uint(pseudo_normal(seed, i));
+      u += 0x7fffu + ((u >> 16) & 1u);
+      *reinterpret_cast<uint16_t*>(kv + i) = static_cast<uint16_t>(u >> 16);
+    }
   }
 }
 __global__ void fill_f32(float* p, uint64_t n, uint32_t seed) {
@@ -168,6 +185,8 @@ void report(const char* what, double ms, double flops, double bytes, const Ceili
 struct MlaCase {
   const char* name;
   int64_t n_q, heads, ctx, k, region;  // region > 0: decode, token t owns rows [t region, (t + 1) region)
+  ops::MlaKernel kernel = ops::MlaKernel::Wgmma;
+  bool fp8 = false;  // the 656-byte fp8 cache rows
 };
 
 // Tokens 0 and n_q - 1 against the CPU reference on a compact copy (their selected rows only).
@@ -176,10 +195,17 @@ std::string check_mla(const ops::SparseMlaParams& p) {
   for (int64_t t : {int64_t{0}, p.n_q - 1}) {
     auto idx = to_host(p.indices + t * p.topk_k, p.topk_k);
     std::vector<uint16_t> rows(p.topk_k * ops::kMlaDimQK);
+    std::vector<uint8_t> row8(ops::kMlaFp8RowBytes);
     for (int64_t i = 0; i < p.topk_k; ++i) {
       if (idx[i] < 0) continue;
-      IC_CUDA_CHECK(cudaMemcpy(rows.data() + i * ops::kMlaDimQK, p.kv + int64_t(idx[i]) * ops::kMlaDimQK,
-                               ops::kMlaDimQK * 2, cudaMemcpyDeviceToHost));
+      if (p.kv_fp8) {  // the reference reads the dequantised row (see ops/sparse_mla.h)
+        IC_CUDA_CHECK(cudaMemcpy(row8.data(), p.kv_fp8 + int64_t(idx[i]) * ops::kMlaFp8RowBytes, row8.size(),
+                                 cudaMemcpyDeviceToHost));
+        ops::dequantize_mla_fp8(row8.data(), rows.data() + i * ops::kMlaDimQK);
+      } else {
+        IC_CUDA_CHECK(cudaMemcpy(rows.data() + i * ops::kMlaDimQK, p.kv + int64_t(idx[i]) * ops::kMlaDimQK,
+                                 ops::kMlaDimQK * 2, cudaMemcpyDeviceToHost));
+      }
       idx[i] = static_cast<int32_t>(i);
     }
     const auto q = to_host(p.q + t * p.n_heads * ops::kMlaDimQK, p.n_heads * ops::kMlaDimQK);
@@ -216,24 +242,32 @@ std::string check_mla(const ops::SparseMlaParams& p) {
 void run_mla(const MlaCase& c, const Ceilings& ceil, const std::string& dump) {
   const int64_t rows = c.region > 0 ? c.n_q * c.region : c.ctx;
   uint16_t* q = dev_alloc<uint16_t>(c.n_q * c.heads * ops::kMlaDimQK);
-  uint16_t* kv = dev_alloc<uint16_t>(rows * ops::kMlaDimQK);
+  uint16_t* kv = c.fp8 ? nullptr : dev_alloc<uint16_t>(rows * ops::kMlaDimQK);
+  uint8_t* kv8 = c.fp8 ? dev_alloc<uint8_t>(rows * ops::kMlaFp8RowBytes) : nullptr;
   int32_t* idx = dev_alloc<int32_t>(c.n_q * c.k);
   float* out = dev_alloc<float>(c.n_q * c.heads * ops::kMlaDimV);
   float* lse = dev_alloc<float>(c.n_q * c.heads);
   fill_bf16<<<4096, 256>>>(q, uint64_t(c.n_q * c.heads * ops::kMlaDimQK), 11);
-  fill_bf16<<<4096, 256>>>(kv, uint64_t(rows * ops::kMlaDimQK), 12);
+  if (c.fp8)
+    fill_fp8_rows<<<4096, 256>>>(kv8, rows, 12);
+  else
+    fill_bf16<<<4096, 256>>>(kv, uint64_t(rows * ops::kMlaDimQK), 12);
   fill_indices<<<2048, 256>>>(idx, c.n_q, c.k, c.ctx, c.region, 13);
   IC_CUDA_CHECK_LAUNCH();
-  const ops::SparseMlaParams p{q, kv, idx, out, lse, c.n_q, c.heads, rows, c.k, 1.0f / std::sqrt(576.0f)};
+  ops::SparseMlaParams p{q, kv, idx, out, lse, c.n_q, c.heads, rows, c.k, 1.0f / std::sqrt(576.0f)};
+  p.kv_fp8 = kv8;
+  p.kernel = c.kernel;
   const double ms = time_ms([&] { ops::cuda::sparse_mla(p); });
   const std::string check = check_mla(p);
   const double flops = double(c.n_q) * c.heads * c.k * 2 * (576 + 512);
-  const double bytes = double(c.n_q) * c.k * 1152 + c.n_q * c.heads * (576 * 2 + 512 * 4 + 4) + c.n_q * c.k * 4.0;
+  const double row_bytes = c.fp8 ? ops::kMlaFp8RowBytes : 1152;
+  const double bytes = double(c.n_q) * c.k * row_bytes + c.n_q * c.heads * (576 * 2 + 512 * 4 + 4) + c.n_q * c.k * 4.0;
   char what[96];
-  std::snprintf(what, sizeof what, "mla %s T=%lld H=%lld k=%lld ctx=%lld", c.name, (long long)c.n_q,
+  std::snprintf(what, sizeof what, "mla %s %s%s T=%lld H=%lld k=%lld ctx=%lld", c.name,
+                c.kernel == ops::MlaKernel::Wgmma ? "wgmma" : "mma", c.fp8 ? " fp8" : "", (long long)c.n_q,
                 (long long)c.heads, (long long)c.k, (long long)c.ctx);
   report(what, ms, flops, bytes, ceil, check.c_str());
-  if (!dump.empty()) {
+  if (!dump.empty() && !c.fp8) {
     const auto hq = to_host(q, c.n_q * c.heads * ops::kMlaDimQK);
     const auto hkv = to_host(kv, rows * ops::kMlaDimQK);
     const auto hidx = to_host(idx, c.n_q * c.k);
@@ -249,7 +283,7 @@ void run_mla(const MlaCase& c, const Ceilings& ceil, const std::string& dump) {
                  (long long)c.k, double(p.scale));
     std::fclose(f);
   }
-  for (void* x : {(void*)q, (void*)kv, (void*)idx, (void*)out, (void*)lse}) IC_CUDA_CHECK(cudaFree(x));
+  for (void* x : {(void*)q, (void*)kv, (void*)kv8, (void*)idx, (void*)out, (void*)lse}) IC_CUDA_CHECK(cudaFree(x));
 }
 
 // ---- GQA ----
@@ -366,7 +400,7 @@ int main(int argc, char** argv) {
     cudaDeviceProp prop{};
     IC_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     if (arg == "profile") {  // one prefill launch for ncu: the ceilings are placeholders here
-      run_mla({"prefill", 4096, 64, 61440, 2048, 0}, Ceilings{1, 1}, "");
+      run_mla({"prefill", 4096, 64, 61440, 2048, 0, ops::MlaKernel::Wgmma}, Ceilings{1, 1}, "");
       return 0;
     }
     const std::string dump = arg;
@@ -376,19 +410,28 @@ int main(int argc, char** argv) {
     // gives memory back at every synchronisation unless told to keep it, and then each call pays
     // for a fresh allocation: measured once that way, then with the pool keeping its memory (what
     // an engine sets once at start-up).
+    using ops::MlaKernel;
     run_mla({"decode-nopool", 1, 64, 32768, 2048, 32768}, ceil, "");
     cudaMemPool_t pool;
     IC_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
     uint64_t keep = UINT64_MAX;
     IC_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     // Prefill: the context only sets where the indices point (10K fits in L2; 200K does not).
-    for (int64_t heads : {64, 128})
-      for (int64_t ctx : {10240, 61440, 122880, 204800})
-        run_mla({"prefill", heads == 64 ? 4096 : 2048, heads, ctx, 2048, 0}, ceil, "");
-    // Decode: one query token per sequence, each sequence with its own 32K-row region.
-    for (int64_t heads : {64, 128})
-      for (int64_t batch : {1, 64}) run_mla({"decode", batch, heads, 32768, 2048, 32768}, ceil, "");
-    run_mla({"check", 64, 128, 10240, 2048, 0}, ceil, dump);  // the case torch checks
+    // The mma.sync kernel (round one) at 10K beside the wgmma kernel at every size.
+    for (int64_t heads : {64, 128}) {
+      const int64_t n_q = heads == 64 ? 4096 : 2048;
+      run_mla({"prefill", n_q, heads, 10240, 2048, 0, MlaKernel::MmaSync}, ceil, "");
+      for (int64_t ctx : {10240, 61440, 122880, 204800}) run_mla({"prefill", n_q, heads, ctx, 2048, 0}, ceil, "");
+      run_mla({"prefill", n_q, heads, 204800, 2048, 0, MlaKernel::Wgmma, true}, ceil, "");
+    }
+    // Decode: one query token per sequence, each sequence with its own 32K-row region; bf16 on
+    // both kernels, then the fp8 cache (656-byte rows) on both.
+    for (bool fp8 : {false, true})
+      for (MlaKernel kernel : {MlaKernel::MmaSync, MlaKernel::Wgmma})
+        for (int64_t heads : {64, 128})
+          for (int64_t batch : {1, 64})
+            run_mla({"decode", batch, heads, 32768, 2048, 32768, kernel, fp8}, ceil, "");
+    run_mla({"check", 64, 128, 10240, 2048, 0}, ceil, dump);  // the case torch checks (wgmma)
     // GQA, SmolLM2's shape (9 query heads, 3 KV heads, head dim 64) over a 16K cache.
     for (bool bf16 : {false, true}) {
       run_gqa({"prefill", 4096, 9, 3, 64, 16384, 2048, bf16}, ceil, dump);

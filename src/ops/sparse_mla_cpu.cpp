@@ -1,4 +1,6 @@
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -50,16 +52,31 @@ void attend_token(const SparseMlaParams& p, int64_t t, std::vector<double>& s) {
   }
 }
 
+// An fp8 cache as its dequantised bf16 copy (in `store`), so the bf16 code below is the only one.
+SparseMlaParams with_bf16_cache(const SparseMlaParams& p, std::vector<uint16_t>& store) {
+  if (!p.kv_fp8) return p;
+  store.resize(static_cast<size_t>(p.n_kv * kMlaDimQK));
+  for (int64_t r = 0; r < p.n_kv; ++r) dequantize_mla_fp8(p.kv_fp8 + r * kMlaFp8RowBytes, store.data() + r * kMlaDimQK);
+  SparseMlaParams b = p;
+  b.kv = store.data();
+  b.kv_fp8 = nullptr;
+  return b;
+}
+
 }  // namespace
 
-void sparse_mla_reference(const SparseMlaParams& p) {
-  check_indices(p);
+void sparse_mla_reference(const SparseMlaParams& p_in) {
+  check_indices(p_in);
+  std::vector<uint16_t> store;
+  const SparseMlaParams p = with_bf16_cache(p_in, store);
   std::vector<double> s;
   for (int64_t t = 0; t < p.n_q; ++t) attend_token(p, t, s);
 }
 
-void sparse_mla(const SparseMlaParams& p) {
-  check_indices(p);
+void sparse_mla(const SparseMlaParams& p_in) {
+  check_indices(p_in);
+  std::vector<uint16_t> store;
+  const SparseMlaParams p = with_bf16_cache(p_in, store);
 #pragma omp parallel
   {
     std::vector<double> s;
@@ -69,3 +86,26 @@ void sparse_mla(const SparseMlaParams& p) {
 }
 
 }  // namespace ic::ops::cpu
+
+namespace ic::ops {
+
+void quantize_mla_fp8(const uint16_t* row_bf16, uint8_t* row_fp8) {
+  float scales[4];
+  for (int b = 0; b < 4; ++b) {
+    float mx = 0.0f;
+    for (int c = 0; c < 128; ++c) mx = std::max(mx, std::fabs(bf16_to_f32(row_bf16[128 * b + c])));
+    scales[b] = mx > 0.0f ? mx / 448.0f : 1.0f;
+    for (int c = 0; c < 128; ++c) row_fp8[128 * b + c] = f32_to_f8e4m3(bf16_to_f32(row_bf16[128 * b + c]) / scales[b]);
+  }
+  std::memcpy(row_fp8 + 512, scales, sizeof scales);
+  std::memcpy(row_fp8 + 528, row_bf16 + 512, 64 * sizeof(uint16_t));
+}
+
+void dequantize_mla_fp8(const uint8_t* row_fp8, uint16_t* row_bf16) {
+  float scales[4];
+  std::memcpy(scales, row_fp8 + 512, sizeof scales);
+  for (int c = 0; c < 512; ++c) row_bf16[c] = f32_to_bf16(f8e4m3_to_f32(row_fp8[c]) * scales[c / 128]);
+  std::memcpy(row_bf16 + 512, row_fp8 + 528, 64 * sizeof(uint16_t));
+}
+
+}  // namespace ic::ops

@@ -1,5 +1,6 @@
 // Sparse MLA attention (DeepSeek's absorbed MQA form) on tensor cores: mma.sync m16n8k16 bf16
-// with f32 accumulators.
+// with f32 accumulators; the portable kernel (any sm_80+ GPU) and the dispatch point. The Hopper
+// kernel (wgmma) is sparse_mla_wgmma.cu; both share sparse_mla_cuda.cuh.
 //
 // A block owns one token and 64 of its query heads (rows) and walks the token's index list in
 // tiles of 64 keys. cp.async gathers the tile's 64 selected cache rows (576 bf16 each) into shared
@@ -22,6 +23,11 @@
 // Decode (few tokens) splits a token's index list over several blocks; each split writes its
 // unnormalised output with (m, l) and a second kernel merges them. How many splits depends only
 // on the shapes, so the results are reproducible.
+//
+// An fp8 cache (656-byte rows) is dequantised to bf16 on the way into shared memory; here
+// synchronously (plain loads, convert, store: the 128 accumulator registers leave no room to
+// keep a tile's loads in flight across the compute), so this path is the correct fallback, not
+// the fast one.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -31,21 +37,15 @@
 
 #include "core/cuda_check.h"
 #include "ops/sparse_mla.h"
+#include "ops/sparse_mla_cuda.cuh"
 
 namespace ic::ops::cuda {
 
+namespace mla {
 namespace {
 
-constexpr int kHeads = 64;    // query heads (rows) per block
-constexpr int kTile = 64;     // keys per tile
-constexpr int kThreads = 256;
-constexpr int kDimQK = 576;
-constexpr int kDimV = 512;
-constexpr int kChunks = kDimQK / 8;     // 16-byte chunks per row
-constexpr int kRowBytes = kDimQK * 2;   // 1152
+constexpr int kRowBytes = kDimQK * 2;  // 1152
 constexpr int kTileBytes = kTile * kRowBytes;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 // Shared memory map (bytes).
 constexpr int kQOff = 0;
@@ -65,13 +65,6 @@ __device__ __forceinline__ uint32_t swz_p(int row, int chunk) {  // P rows: 8 ch
   return static_cast<uint32_t>(row * (kTile * 2) + ((chunk ^ (row & 7)) << 4));
 }
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  // src-size 0 zero-fills: a skipped key's row is zeros, so 0 * row never makes a NaN.
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -89,22 +82,6 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {  // round to nearest even
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
-struct Layout {
-  int64_t head_blocks;     // ceil(n_heads / 64)
-  int64_t splits;          // slices of each index list
-  int64_t keys_per_split;  // a multiple of kTile
-};
-
-struct Partials {
-  float* acc;  // [splits, n_q, n_heads, 512] unnormalised; null when there is one split
-  float* ml;   // [splits, n_q, n_heads, 2]: running max (log2 units) and sum
-};
 
 // 64 rows of 576 bf16 from global memory into swizzled shared memory; warp w copies rows
 // 8w .. 8w + 7. row_src(r) gives the source row or null (zero-fill).
@@ -120,6 +97,7 @@ __device__ __forceinline__ void gather_rows(uint32_t dst, int warp, int lane, Ro
   }
 }
 
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) sparse_mla_kernel(SparseMlaParams p, Layout lay, Partials part) {
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
@@ -144,10 +122,15 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_kernel(SparseMlaParams
 
   // Tile loader: lane i < 8 of each warp reads the index of row 8 warp + i, then the warp shares it.
   auto load_tile = [&](int buf, int64_t j0) {
-    const int64_t key = j0 + warp * 8 + (lane & 7);
-    int32_t s = key < key_end ? idx[key] : -1;
-    if (s >= p.n_kv) s = -1;  // outside the cache: skipped like -1
+    const int32_t s = tile_row(p, idx, j0 + warp * 8 + (lane & 7), key_end);
     if (lane < 8) valid_s[buf * kTile + warp * 8 + lane] = s >= 0;
+    if constexpr (kFp8) {  // dequantised on the way in, synchronously: no registers to spare here
+      const auto swz_kv = [](int row, int chunk) { return swz(row, chunk); };
+      Fp8Rows f;
+      fp8_issue(f, p.kv_fp8, s, base + kKvOff + buf * kTileBytes, warp, lane, swz_kv);
+      fp8_store(f, smem, kKvOff + buf * kTileBytes, warp, lane, swz_kv);
+      return;
+    }
     gather_rows(base + kKvOff + buf * kTileBytes, warp, lane, [&](int row) -> const uint16_t* {
       if (row < 0) return p.kv;
       const int32_t sr = __shfl_sync(0xffffffffu, s, row & 7);
@@ -376,9 +359,23 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
+void launch_mma_sync(const SparseMlaParams& p, const Layout& lay, const Partials& part, int64_t blocks) {
+  const auto kernel = p.kv_fp8 ? sparse_mla_kernel<true> : sparse_mla_kernel<false>;
+  IC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+  kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes>>>(p, lay, part);
+  IC_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace mla
+
+// Auto picks the wgmma kernel on sm_90 when this is true (the mma.sync kernel otherwise).
+constexpr bool kWgmmaByDefault = true;
+
 void sparse_mla(const SparseMlaParams& p) {
+  using namespace mla;
   if (p.n_q == 0 || p.n_heads == 0) return;
-  IC_CHECK(aligned16(p.q) && aligned16(p.kv) && aligned16(p.out),
+  const void* kv = p.kv_fp8 ? static_cast<const void*>(p.kv_fp8) : static_cast<const void*>(p.kv);
+  IC_CHECK(aligned16(p.q) && aligned16(kv) && aligned16(p.out),
            "sparse_mla (cuda): q, kv and out must be 16-byte aligned");
   const int64_t rows = p.n_q * p.n_heads;
   if (p.topk_k == 0) {  // the empty sum everywhere
@@ -389,13 +386,16 @@ void sparse_mla(const SparseMlaParams& p) {
     }
     return;
   }
-  int device = 0, sms = 0;
+  int device = 0, sms = 0, major = 0;
   IC_CUDA_CHECK(cudaGetDevice(&device));
   IC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  IC_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  const bool wgmma = p.kernel == MlaKernel::Wgmma || (p.kernel == MlaKernel::Auto && kWgmmaByDefault && major == 9);
+  IC_CHECK(!wgmma || major == 9, "sparse_mla (cuda): the wgmma kernel needs a Hopper GPU (sm_90), this one is sm_{}x",
+           major);
   const Layout lay = choose_layout(p, sms);
   const int64_t blocks = p.n_q * lay.head_blocks * lay.splits;
   IC_CHECK(blocks <= INT32_MAX, "sparse_mla (cuda): {} blocks exceed the CUDA grid", blocks);
-  IC_CUDA_CHECK(cudaFuncSetAttribute(sparse_mla_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
 
   Partials part{nullptr, nullptr};
   void* ws = nullptr;
@@ -405,8 +405,10 @@ void sparse_mla(const SparseMlaParams& p) {
     part.acc = static_cast<float*>(ws);
     part.ml = part.acc + lay.splits * rows * kDimV;
   }
-  sparse_mla_kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes>>>(p, lay, part);
-  IC_CUDA_CHECK_LAUNCH();
+  if (wgmma)
+    launch_wgmma(p, lay, part, blocks);
+  else
+    launch_mma_sync(p, lay, part, blocks);
   if (lay.splits > 1) {
     combine_kernel<<<static_cast<unsigned>(rows), kDimV / 4>>>(p, lay.splits, part);
     IC_CUDA_CHECK_LAUNCH();
