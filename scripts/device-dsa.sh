@@ -7,7 +7,8 @@
 #
 #   scripts/device-dsa.sh [quick|full] [STAGE...]
 #     quick: the bench at 10K and 60K only; full: all four lengths (DSA_LENGTHS=10000,200000
-#     picks others). STAGEs default to "build test memcheck index"; any subset may be named, in
+#     picks others). STAGEs default to "build test memcheck index" plus the stages of
+#     scripts/device-dsa.d/ ("attn": the sparse attention kernels); any subset may be named, in
 #     order. Without "build", IC_DEVICE_BUILD names a folder with ic_tests and dsa_index_bench
 #     built elsewhere (same CUDA 13.0 and Debian packages), and "resources" reads its objects.
 #     DSA_TIMEOUT (s) bounds the tests and the bench (a hung kernel must not eat the device time).
