@@ -114,4 +114,6 @@ for s in $DSA_STAGES; do
   "stage_$s" || { status=1; note "stage $s: FAILED"; [ "$s" = build ] && break; }
 done
 note "status: $status"
+# At most 8 files come back: the summary and tables stay, the logs travel as one archive.
+(cd "$OUT" && ls ./*.log >/dev/null 2>&1 && tar czf logs.tar.gz ./*.log && rm -f ./*.log)
 exit $status
