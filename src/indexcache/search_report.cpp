@@ -24,9 +24,10 @@ std::string search_loss_curve_svg(const nlohmann::json& j) {
   if (j.contains("dense_loss"))
     series.push_back({"dense", {lo, hi}, {j.at("dense_loss").get<double>(), j.at("dense_loss").get<double>()}});
   svg::LineChartOptions opt;
-  opt.title = "Greedy IndexCache search: calibration loss vs F layers kept (k " + std::to_string(cfg.value("topk", 0)) +
-              ", " + std::to_string(cfg.value("windows", 0)) + " x " + std::to_string(cfg.value("ctx", 0)) + " tokens)";
-  opt.x_label = "F layers kept (of " + std::to_string(static_cast<int>(n_layers)) + ")";
+  opt.title = "Greedy IndexCache search: calibration loss vs F layers kept";
+  opt.x_label = "F layers kept (of " + std::to_string(static_cast<int>(n_layers)) + "); calibration " +
+                std::to_string(cfg.value("windows", 0)) + " x " + std::to_string(cfg.value("ctx", 0)) + " tokens, top-k " +
+                std::to_string(cfg.value("topk", 0));
   opt.y_label = "mean NLL (nats)";
   return svg::line_chart(series, opt);
 }

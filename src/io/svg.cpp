@@ -181,10 +181,22 @@ std::string line_chart(const std::vector<Series>& series, const LineChartOptions
     for (size_t i = 0; i < sr.x.size(); ++i)
       if (std::isfinite(sr.x[i]) && std::isfinite(sr.y[i])) pts += fmt::format("{:.2f},{:.2f} ", px(sr.x[i]), py(sr.y[i]));
     s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\"/>\n", pts, colour);
-    const int ly = top + 12 + 16 * static_cast<int>(k);
+  }
+  // The legend inside the plot's top-right corner, on white, as wide as its longest name
+  // (about 6.5 px per character at 11 px).
+  size_t longest = 0;
+  for (const Series& sr : series) longest = std::max(longest, sr.name.size());
+  const int lw = 34 + static_cast<int>(6.5 * static_cast<double>(longest));
+  const int lx = left + pw - lw - 6;
+  s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"white\" fill-opacity=\"0.85\" "
+                   "stroke=\"#999\"/>\n",
+                   lx, top + 4, lw, 16 * static_cast<int>(series.size()) + 6);
+  for (size_t k = 0; k < series.size(); ++k) {
+    const char* colour = kSeriesColours[k % kSeriesColours.size()];
+    const int ly = top + 16 + 16 * static_cast<int>(k);
     s += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"/>"
                      "<text x=\"{}\" y=\"{}\" {} font-size=\"11\">{}</text>\n",
-                     left + pw - 130, ly, left + pw - 110, ly, colour, left + pw - 105, ly + 4, kFont, escape(sr.name));
+                     lx + 6, ly, lx + 26, ly, colour, lx + 30, ly + 4, kFont, escape(series[k].name));
   }
   s += "</svg>\n";
   return s;
