@@ -15,7 +15,7 @@ namespace ic::cli {
 
 namespace {
 struct DistillArgs {
-  ModelOptions model;  // only -m, -t used; the teacher runs dense
+  ModelOptions model;  // -m, -t, --device; the teacher runs dense
   std::vector<std::string> data, heldout;
   std::string out, checkpoint, resume, init, eval_indexers, eval_pattern, mode = "warmup", pattern;
   std::string rope_style = "half", save_dtype = "f32";
@@ -189,6 +189,9 @@ void register_distill(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("distill", "Train lightning indexers by distillation from the dense model");
   cmd->add_option("-m,--model", a->model.model, "GGUF model file (the frozen teacher)");
   cmd->add_option("-t,--threads", a->model.threads, "CPU threads (default: all cores)");
+  cmd->add_option("--device", a->model.device,
+                  "Where the frozen model's forward (the teacher) runs; the indexers train on the CPU")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--data", a->data, "Training text: .txt files or folders (searched recursively)");
   cmd->add_option("--heldout", a->heldout, "Held-out text for evaluation: files or folders");
   cmd->add_option("--heldout-windows", a->heldout_windows, "Evaluate on the first N held-out windows")
