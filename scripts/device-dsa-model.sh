@@ -12,9 +12,16 @@
 #                                             model, build, test, search, evaluate (perplexity, recall)
 #   scripts/device-dsa-model.sh passkey CFGS  (device) passkey retrieval of the named configurations
 #                                             (comma-separated names of the run's configurations)
+#   scripts/device-dsa-model.sh train CTX STEPS [distill options...]
+#                                             (device, after run) continue the DSA warm-up of the
+#                                             committed all-F indexers on CTX-token windows, the
+#                                             teacher on the GPU and the training on the 16 cores;
+#                                             the f16 indexer file comes back in $OUT
 # From the session checkout (the device runs a copy of it):
 #   split -n 3 -d models/SmolLM2-135M-Instruct.Q4_1.gguf part_   (one part per call, in .mpartN/)
 #   tar cf .mpart1/data.tar data/corpus/calib data/corpus/heldout
+#   for train: a slice of the train split in the second call, e.g.
+#   tar cf .mpart2/train.tar $(find data/corpus/train -name '*.txt' | sort | head -n 80)
 #   run: scripts/device-dsa-model.sh stage .mpart1   carry [.mpart1]; then .mpart2; then run .mpart3
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +48,7 @@ if [ "$mode" != passkey ]; then
   for f in "$dir"/*; do
     case $(basename "$f") in
       part_*) cp "$f" "$icm/parts/" ;;
-      data.tar) tar xf "$f" -C "$icm" ;;
+      *.tar) tar xf "$f" -C "$icm" ;;
     esac
   done
   note "staged: $(ls "$icm/parts" | tr '\n' ' ')$( [ -d "$icm/data" ] && echo '+ data')"
@@ -124,6 +131,21 @@ PY
   "$ic" overlap --device cuda --indexers "$idx/smollm2-h4d64-allF.safetensors" --topk "$topk" -f "$held/austen/persuasion.txt" --ctx 2048 \
     --pattern "search=$icm/search.json:1/4" --json "$OUT/overlap.json" --svg "$OUT/overlap.svg" >/dev/null 2>"$LOG/overlap.err" ||
     { note "overlap failed: $(tail -3 "$LOG/overlap.err")"; }
+  exit $status
+fi
+
+if [ "$mode" = train ]; then
+  ctx=${2:?train needs CTX STEPS}; steps=${3:?train needs CTX STEPS}; shift 3
+  [ -d "$icm/data/corpus/train" ] || { note "FAIL: no train split staged (train.tar)"; exit 1; }
+  export IC_MODEL=$model
+  t=$(date +%s)
+  "$ic" distill --device cuda --mode warmup --init "$idx/smollm2-h4d64-allF.safetensors" --data "$icm/data/corpus/train" \
+    --heldout "$icm/data/corpus/calib" --heldout-windows 4 --heads 4 --head-dim 64 --topk 256 -c "$ctx" -b 1 \
+    --steps "$steps" --save-every 25 --save-dtype f16 -o "$OUT/smollm2-h4d64-allF-c$ctx.safetensors" "$@" \
+    >"$LOG/train.log" 2>&1 || { status=1; note "FAIL: distill"; tail -5 "$LOG/train.log"; }
+  note "train (ctx $ctx, $steps steps): $(( $(date +%s) - t )) s"
+  grep -E "^step|trained|recall" "$LOG/train.log" | tail -n 12 | tee -a "$summary"
+  rm -f "$OUT"/*.ckpt
   exit $status
 fi
 
