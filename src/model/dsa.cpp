@@ -40,7 +40,7 @@ double meta_float(const safetensors::File& f, const char* key) {
 }  // namespace
 
 int64_t DsaSpec::key_cache_bytes_per_token(Device device) const {
-  return pattern.n_full() * config.head_dim * (device == Device::CPU ? 4 : 2);
+  return pattern.n_full() * dtype_row_bytes(indexer_key_dtype(device), config.head_dim);
 }
 
 int64_t DsaSpec::weight_bytes() const {

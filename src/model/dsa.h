@@ -19,6 +19,10 @@
 
 namespace ic {
 
+// The indexer key cache's element type: f32 on the CPU (its selection runs in f32), bf16 on the
+// GPU (its kernels' type). KVCache allocates with it; the memory reports count with it.
+inline DType indexer_key_dtype(Device device) { return device == Device::CPU ? DType::F32 : DType::BF16; }
+
 struct DsaSpec {
   IndexerConfig config;
   LayerPattern pattern;                  // the pattern this run uses
@@ -26,8 +30,8 @@ struct DsaSpec {
   std::map<std::string, std::string> metadata;
 
   int64_t n_layers() const { return pattern.n_layers(); }
-  // Bytes of indexer key cache per token (F layers only) on `device` (f32 keys on the CPU, bf16
-  // on the GPU, as KVCache stores them) and indexer weights loaded.
+  // Bytes of indexer key cache per token (F layers only) on `device`, in indexer_key_dtype, and
+  // indexer weights loaded.
   int64_t key_cache_bytes_per_token(Device device = Device::CPU) const;
   int64_t weight_bytes() const;
 };

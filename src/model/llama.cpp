@@ -72,9 +72,8 @@ KVCache::KVCache(const LlamaConfig& cfg, int64_t capacity, Device device, const 
     k_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
     v_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
     const bool full = dsa && dsa->pattern.is_full(l);
-    // Indexer keys in f32 on the CPU (its selection runs in f32), bf16 on the GPU (its kernels' type).
-    const DType index_type = device == Device::CPU ? DType::F32 : DType::BF16;
-    index_k_.push_back(full ? Tensor::empty({capacity, dsa->config.head_dim}, index_type, device) : Tensor());
+    index_k_.push_back(full ? Tensor::empty({capacity, dsa->config.head_dim}, indexer_key_dtype(device), device)
+                            : Tensor());
   }
 }
 

@@ -68,7 +68,7 @@ void apply_dsa(const ModelOptions& o, LlamaModel& m, bool quiet) {
                  d.pattern.str().c_str(), (long long)n_full, (long long)L, 100.0 * (L - n_full) / L,
                  (long long)d.config.topk, (long long)d.config.n_heads, (long long)d.config.head_dim,
                  d.weight_bytes() / 1048576.0, (long long)d.key_cache_bytes_per_token(m.device()),
-                 (long long)(L * d.config.head_dim * (m.device() == Device::CPU ? 4 : 2)));
+                 (long long)(L * dtype_row_bytes(indexer_key_dtype(m.device()), d.config.head_dim)));
   }
   m.set_dsa(std::move(spec));
 }
