@@ -30,7 +30,7 @@ mode=${1:?usage: $0 stage|run DIR | passkey CONFIGS}
 model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 icm=/tmp/icm
 model=$icm/SmolLM2-135M-Instruct.Q4_1.gguf
-build=$icm/build
+build=${IC_MODEL_BUILD:-$icm/build}  # IC_MODEL_BUILD=/tmp/icbuild-dsa shares scripts/device-dsa.sh's build
 OUT=${OUT:-$src/device-out}
 mkdir -p "$OUT" "$icm/parts"
 summary=$OUT/summary-$mode.txt
@@ -93,8 +93,8 @@ if [ "$mode" = run ]; then
   # The greedy search on the GPU, calibration split only (never the held-out one).
   t=$(date +%s)
   "$ic" search --device cuda --indexers "$idx/smollm2-h4d64-allF.safetensors" --topk "$topk" -f "$icm/data/corpus/calib" \
-    -c 2048 --windows 4 --seed 7 --json "$OUT/search.json" >"$LOG/search.log" 2>"$LOG/search.err" || { status=1; note "FAIL: search"; tail -5 "$LOG/search.err"; }
-  note "search (GPU, 4 x 2048 calibration tokens, k $topk): $(( $(date +%s) - t )) s"
+    -c 2048 --windows "${IC_SEARCH_WINDOWS:-8}" --seed 7 --json "$OUT/search.json" --svg "$OUT/search.svg" >"$LOG/search.log" 2>"$LOG/search.err" || { status=1; note "FAIL: search"; tail -5 "$LOG/search.err"; }
+  note "search (GPU, ${IC_SEARCH_WINDOWS:-8} x 2048 calibration tokens, k $topk): $(( $(date +%s) - t )) s"
   grep -E "1/2|1/4|1/8|cost|evaluations" "$LOG/search.log" | head -12 | tee -a "$summary"
   cp "$OUT/search.json" "$icm/search.json" 2>/dev/null
 
@@ -149,18 +149,26 @@ if [ "$mode" = train ]; then
   exit $status
 fi
 
-# passkey: the named configurations of the run, full size (4 lengths x 5 depths x 200 trials).
+# passkey: the named configurations of the run, full size (4 lengths x 5 depths x 200 trials),
+# one configuration at a time in the order given (each its own JSON and table, so that the
+# ones finished before IC_PASSKEY_BUDGET seconds come back if a later one cannot finish).
 want=${2:?passkey needs configuration names}
 mapfile -t all <"$icm/configs.txt"
-sel=()
-for ((i = 0; i < ${#all[@]}; i += 2)); do
-  name=${all[i+1]%%=*}
-  [[ ",$want," == *",$name,"* ]] && sel+=("${all[i]}" "${all[i+1]}")
-done
 export IC_MODEL=$model
-t=$(date +%s)
-"$ic" eval --device cuda "${sel[@]}" --topk "$topk" --sections passkey --json "$OUT/eval-passkey.json" \
-  --markdown "$OUT/eval-passkey.md" >/dev/null 2>"$LOG/eval-passkey.err" || { status=1; note "FAIL: passkey"; tail -5 "$LOG/eval-passkey.err"; }
-note "passkey ($want): $(( $(date +%s) - t )) s"
-tail -n 40 "$OUT/eval-passkey.md" 2>/dev/null | tee -a "$summary"
+t0=$(date +%s)
+for name in ${want//,/ }; do
+  sel=()
+  for ((i = 0; i < ${#all[@]}; i += 2)); do
+    [ "${all[i+1]%%=*}" = "$name" ] && sel=("${all[i]}" "${all[i+1]}")
+  done
+  [ ${#sel[@]} -eq 2 ] || { note "FAIL: no configuration $name"; status=1; continue; }
+  left=$(( ${IC_PASSKEY_BUDGET:-540} - ($(date +%s) - t0) ))
+  [ $left -gt 30 ] || { note "passkey $name: skipped, time budget spent"; continue; }
+  t=$(date +%s)
+  f=${name//\//_}
+  timeout "$left" "$ic" eval --device cuda "${sel[@]}" --topk "$topk" --sections passkey --json "$OUT/passkey-$f.json" \
+    --markdown "$LOG/passkey-$f.md" >/dev/null 2>"$LOG/passkey-$f.err" || { status=1; note "FAIL: passkey $name"; tail -3 "$LOG/passkey-$f.err"; }
+  note "passkey $name: $(( $(date +%s) - t )) s"
+  cat "$LOG/passkey-$f.md" >>"$summary" 2>/dev/null
+done
 exit $status

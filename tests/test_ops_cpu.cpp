@@ -4,11 +4,13 @@
 // of Numerical Algorithms, eq. 3.5); the fast kernels also use exp_fast (< 2e-7 relative).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "op_test_util.h"
+#include "core/error.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/layer_norm.h"
@@ -16,6 +18,7 @@
 #include "ops/rope.h"
 #include "ops/simd.h"
 #include "ops/swiglu.h"
+#include "ops/token_logprob.h"
 
 namespace ic::ops {
 namespace {
@@ -47,6 +50,57 @@ TEST(RmsNormCpu, MatchesReference) {
     const double rel = gamma(dim) / 2 + 4 * kU;
     for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(fast[i], ref[i], rel * std::fabs(ref[i]) + 1e-30) << i;
   }
+}
+
+TEST(TokenLogprobCpu, MatchesLongDoubleDefinitionAndNormalises) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  for (int64_t V : {1, 7, 1000, 49152}) {
+    const int64_t n = 5;
+    auto logits = rng.normal(n * V, 4.0f);
+    std::vector<int32_t> target(n);
+    for (int64_t i = 0; i < n; ++i) target[i] = static_cast<int32_t>(rng.gen() % V);
+    std::vector<float> out(n, NAN);
+    cpu::token_logprob({logits.data(), target.data(), out.data(), n, V});
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = logits.data() + i * V;
+      long double mx = row[0], sum = 0;
+      for (int64_t v = 0; v < V; ++v) mx = std::max<long double>(mx, row[v]);
+      for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<long double>(row[v]) - mx);
+      const long double want = row[target[i]] - mx - std::log(sum);
+      // Double arithmetic errs by ~V 2^-53 relative in the sum; the result is then rounded to f32.
+      ASSERT_NEAR(out[i], static_cast<double>(want), kU * std::fabs(static_cast<double>(want)) + 1e-9) << i;
+    }
+  }
+  // Every target of one row: the probabilities sum to 1.
+  const int64_t V = 300;
+  auto row = rng.normal(V, 4.0f);
+  std::vector<float> all(V * V);
+  std::vector<int32_t> target(V);
+  for (int64_t v = 0; v < V; ++v) {
+    std::copy(row.begin(), row.end(), all.begin() + v * V);
+    target[v] = static_cast<int32_t>(v);
+  }
+  std::vector<float> out(V);
+  cpu::token_logprob({all.data(), target.data(), out.data(), V, V});
+  double total = 0;
+  for (float lp : out) total += std::exp(static_cast<double>(lp));
+  EXPECT_NEAR(total, 1.0, 4 * V * kU);
+}
+
+TEST(TokenLogprobFront, RejectsTargetsOutsideTheVocabularyAndShapeMismatch) {
+  std::vector<float> logits(2 * 10, 0.0f), out(2);
+  std::vector<int32_t> good{3, 9}, bad{3, 10}, neg{-1, 0};
+  Tensor l = Tensor::borrow(logits.data(), {2, 10}, DType::F32), o = Tensor::borrow(out.data(), {2}, DType::F32);
+  Tensor g = Tensor::borrow(good.data(), {2}, DType::I32);
+  token_logprob(l, g, o);
+  EXPECT_NEAR(out[0], -std::log(10.0), 1e-6);
+  for (auto* t : {&bad, &neg}) {
+    Tensor tt = Tensor::borrow(t->data(), {2}, DType::I32);
+    EXPECT_THROW(token_logprob(l, tt, o), Error);
+  }
+  Tensor short_t = Tensor::borrow(good.data(), {1}, DType::I32);
+  EXPECT_THROW(token_logprob(l, short_t, o), Error);
 }
 
 TEST(LayerNormCpu, MatchesLongDoubleDefinition) {

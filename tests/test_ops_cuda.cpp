@@ -10,6 +10,7 @@
 // against the CPU; each kernel is compared bitwise against a second run of itself.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -27,6 +28,7 @@
 #include "ops/rms_norm.h"
 #include "ops/rope.h"
 #include "ops/swiglu.h"
+#include "ops/token_logprob.h"
 
 namespace ic::ops {
 namespace {
@@ -112,6 +114,47 @@ TEST(LayerNormCuda, MatchesCpu) {
       Tensor inplace = to_gpu(x, {n, dim});
       layer_norm(inplace, gw, gb, 1e-6f, inplace);
       ASSERT_EQ(to_host(inplace), got);
+    }
+}
+
+TEST(TokenLogprobCuda, MatchesCpuAndRepeatsBitwise) {
+  IC_CUDA_OR_SKIP();
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  for (int64_t V : {1, 7, 1000, 49152})
+    for (int64_t n : {1, 37}) {
+      auto logits = rng.normal(n * V, 4.0f);
+      std::vector<int32_t> target(n);
+      for (int64_t i = 0; i < n; ++i) target[i] = static_cast<int32_t>(rng.gen() % V);
+      std::vector<float> ref(n);
+      cpu::token_logprob({logits.data(), target.data(), ref.data(), n, V});
+      const Tensor gl = to_gpu(logits, {n, V});
+      const Tensor ht = Tensor::borrow(target.data(), {n}, DType::I32);
+      Tensor out = nan_gpu({n});
+      token_logprob(gl, ht, out);
+      const auto got = to_host(out);
+      for (int64_t i = 0; i < n; ++i) {
+        const float* row = logits.data() + i * V;
+        float mx = row[0];
+        for (int64_t v = 0; v < V; ++v) mx = std::max(mx, row[v]);
+        double spread = 0, sum = 0;
+        for (int64_t v = 0; v < V; ++v) {
+          spread = std::max(spread, static_cast<double>(mx) - row[v]);
+          sum += std::exp(static_cast<double>(row[v]) - mx);
+        }
+        // f32 on the GPU: x - max rounds by u|x - max| (so exp by that relatively), expf adds
+        // 2 ulp; each thread sums ceil(V/256) terms, then 5 warp levels and 8 warps: gamma of
+        // that count relatively. log(sum) carries the sum's relative error plus an ulp; the two
+        // subtractions round at u of their operands.
+        const double terms = static_cast<double>((V + 255) / 256 + 5 + 8);
+        const double rel_sum = gamma(static_cast<int64_t>(terms)) + (spread + 2) * kU;
+        const double tol = 1.01 * rel_sum + 3 * kU * (std::fabs(row[target[i]]) + std::fabs(mx) + std::log(sum) + std::fabs(ref[i])) + 1e-30;
+        ASSERT_NEAR(got[i], ref[i], tol) << "V " << V << " row " << i;
+      }
+      // Targets already on the device, and a second run: the same bits.
+      Tensor out2 = nan_gpu({n});
+      token_logprob(gl, ht.to(Device::CUDA), out2);
+      ASSERT_EQ(to_host(out2), got);
     }
 }
 

@@ -101,7 +101,7 @@ class Searcher {
            const SearchProgressFn& progress)
       : m_(m), windows_(windows), cfg_(cfg), progress_(progress), N_(m.config().n_layers),
         W_(static_cast<int64_t>(windows.size())), n_pred_(predicted(windows)), pat_(LayerPattern::all_full(N_)),
-        kv_(m.make_cache(max_len(windows))), logits_(static_cast<size_t>(cfg.logit_rows * m.config().vocab)) {
+        kv_(m.make_cache(max_len(windows))) {
     for (const auto& w : windows_) {
       Window win;
       const int64_t n = static_cast<int64_t>(w.size());
@@ -251,18 +251,15 @@ class Searcher {
   // Adds -log p(next token) of the chunk's rows that have a next token in the window to `nll`,
   // one token at a time in window order, as mean_window_nll does: the same sum to the last bit.
   void add_chunk_nll(const Tensor& x, const std::vector<int32_t>& tokens, int64_t p0, double& nll) {
-    const int64_t n = x.dim(0), V = m_.config().vocab, len = static_cast<int64_t>(tokens.size());
+    const int64_t n = x.dim(0), len = static_cast<int64_t>(tokens.size());
     for (int64_t r0 = 0; r0 < n; r0 += cfg_.logit_rows) {
       const int64_t r1 = std::min({n, r0 + cfg_.logit_rows, len - 1 - p0});
       if (r1 <= r0) break;
-      m_.output_logits(x.slice_rows(r0, r1), logits_.data());
-      // Rows in parallel (each row's log-softmax over the vocabulary is the costly part once the
-      // model runs on a GPU), then summed in row order: the same bits for any thread count.
-      row_nll_.resize(static_cast<size_t>(r1 - r0));
-#pragma omp parallel for schedule(static)
-      for (int64_t r = r0; r < r1; ++r)
-        row_nll_[r - r0] = log_prob({logits_.data() + (r - r0) * V, static_cast<size_t>(V)}, tokens[p0 + r + 1]);
-      for (int64_t r = r0; r < r1; ++r) nll -= row_nll_[r - r0];
+      // The head and each row's log-softmax run on the model's device; only the rows' log-probs
+      // come back, and they are summed here in row order (the same bits as mean_window_nll).
+      row_lp_.resize(static_cast<size_t>(r1 - r0));
+      m_.output_logprobs(x.slice_rows(r0, r1), std::span(tokens).subspan(p0 + r0 + 1, r1 - r0), row_lp_.data());
+      for (int64_t r = r0; r < r1; ++r) nll -= row_lp_[r - r0];
     }
   }
 
@@ -302,8 +299,7 @@ class Searcher {
   int64_t N_, W_, n_pred_;
   LayerPattern pat_;
   KVCache kv_;
-  std::vector<float> logits_;  // [logit_rows, vocab]
-  std::vector<double> row_nll_;  // [rows of one logit block]
+  std::vector<float> row_lp_;  // [rows of one logit block]: log p(next token)
   std::vector<Window> wins_;
   SearchCost cost_;
   Clock::time_point t0_;
@@ -338,14 +334,14 @@ SearchResult greedy_search(LlamaModel& model, const std::vector<std::vector<int3
 double mean_window_nll(LlamaModel& model, const std::vector<std::vector<int32_t>>& windows) {
   check_windows(model, windows);
   KVCache kv = model.make_cache(max_len(windows));
-  Tensor logits;
-  const int64_t V = model.config().vocab;
+  std::vector<float> lp;
   double nll = 0.0;
   for (const auto& w : windows) {
     kv.clear();
-    model.forward(w, kv, logits, true);
-    for (size_t i = 0; i + 1 < w.size(); ++i)
-      nll -= log_prob({logits.data<float>() + i * V, static_cast<size_t>(V)}, w[i + 1]);
+    const std::span<const int32_t> t(w);
+    lp.resize(w.size() - 1);
+    model.forward_logprobs(t.first(w.size() - 1), kv, t.subspan(1), lp.data());
+    for (float v : lp) nll -= v;
   }
   return nll / predicted(windows);
 }

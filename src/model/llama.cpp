@@ -14,6 +14,7 @@
 #include "ops/elementwise.h"
 #include "ops/rms_norm.h"
 #include "ops/swiglu.h"
+#include "ops/token_logprob.h"
 
 namespace ic {
 
@@ -184,15 +185,35 @@ void LlamaModel::forward(std::span<const int32_t> tokens, KVCache& kv, Tensor& l
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t c1 = std::min(n, c0 + kChunk);
-    const bool last = c1 == n;
-    float* out = all_logits ? logits.data<float>() + c0 * cfg_.vocab : (last ? logits.data<float>() : nullptr);
-    forward_chunk(tokens.subspan(c0, c1 - c0), kv, out, all_logits);
+    const Tensor x = forward_chunk(tokens.subspan(c0, c1 - c0), kv);
+    if (all_logits)
+      output_logits(x, logits.data<float>() + c0 * cfg_.vocab);
+    else if (c1 == n)
+      output_logits(x.slice_rows(c1 - c0 - 1, c1 - c0), logits.data<float>());
   }
   stats_.total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   stats_.tokens += n;
 }
 
-void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, float* logits, bool all_logits) {
+void LlamaModel::forward_logprobs(std::span<const int32_t> tokens, KVCache& kv, std::span<const int32_t> targets,
+                                  float* out) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  IC_CHECK(n > 0, "forward_logprobs: no tokens");
+  IC_CHECK(static_cast<int64_t>(targets.size()) == n, "forward_logprobs: {} targets for {} tokens", targets.size(), n);
+  IC_CHECK(kv.size() + n <= kv.capacity(),
+           "forward_logprobs: {} tokens after {} cached exceed the KV cache capacity {}", n, kv.size(),
+           kv.capacity());
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t c1 = std::min(n, c0 + kChunk);
+    const Tensor x = forward_chunk(tokens.subspan(c0, c1 - c0), kv);
+    output_logprobs(x, targets.subspan(c0, c1 - c0), out + c0);
+  }
+  stats_.total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  stats_.tokens += n;
+}
+
+Tensor LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t p0 = kv.size();
   Tensor x = embed(tokens);
@@ -201,8 +222,7 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv, flo
   Tensor topk;
   forward_layers(0, cfg_.n_layers, x, kv, p0, topk);
   kv.set_size(p0 + n);
-  if (!logits) return;
-  output_logits(all_logits ? x : x.slice_rows(n - 1, n), logits);
+  return x;
 }
 
 void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, int64_t p0, Tensor& topk,
@@ -324,6 +344,31 @@ void LlamaModel::output_logits(const Tensor& x, float* logits) {
     ops::linear(output_, normed, out);
     Tensor host = Tensor::borrow(logits, {rows, c.vocab}, DType::F32);
     host.copy_from(out);
+  }
+}
+
+void LlamaModel::output_logprobs(const Tensor& x, std::span<const int32_t> targets, float* out) {
+  const LlamaConfig& c = cfg_;
+  const Device dev = device_;
+  check_tensor(x, "output_logprobs x", DType::F32, dev, 2);
+  const int64_t rows = x.dim(0);
+  IC_CHECK(static_cast<int64_t>(targets.size()) == rows, "output_logprobs: {} targets for {} rows", targets.size(),
+           rows);
+  if (rows == 0) return;
+  Tensor normed = Tensor::empty(x.shape(), DType::F32, dev);
+  ops::rms_norm(x, output_norm_, c.norm_eps, normed);
+  dump("result_norm", -1, normed);
+  Tensor logits = Tensor::empty({rows, c.vocab}, DType::F32, dev);
+  ops::linear(output_, normed, logits);
+  const Tensor target = Tensor::borrow(const_cast<int32_t*>(targets.data()), {rows}, DType::I32);
+  if (dev == Device::CPU) {
+    Tensor o = Tensor::borrow(out, {rows}, DType::F32);
+    ops::token_logprob(logits, target, o);
+  } else {
+    Tensor o = Tensor::empty({rows}, DType::F32, dev);
+    ops::token_logprob(logits, target, o);
+    Tensor host = Tensor::borrow(out, {rows}, DType::F32);
+    host.copy_from(o);
   }
 }
 

@@ -90,6 +90,9 @@ class LlamaModel {
   // Run `tokens` at positions [kv.size(), kv.size() + n) and append them to `kv`.
   // Fills `logits` (F32 [n_out, vocab] on the CPU) for the last n_out tokens, n_out = all_logits ? n : 1.
   void forward(std::span<const int32_t> tokens, KVCache& kv, Tensor& logits, bool all_logits);
+  // forward, scoring every row instead of returning its logits: out[i] = log p(targets[i] |
+  // tokens up to i) (host floats, n of them). On a GPU only these n values leave the device.
+  void forward_logprobs(std::span<const int32_t> tokens, KVCache& kv, std::span<const int32_t> targets, float* out);
 
   // Embedding rows for `tokens`: F32 [n, dim] on the host.
   Tensor embed(std::span<const int32_t> tokens) const;
@@ -109,6 +112,9 @@ class LlamaModel {
   // Final norm and output head: x F32 [rows, dim] on the model's device -> logits, F32
   // [rows, vocab] host floats.
   void output_logits(const Tensor& x, float* logits);
+  // Final norm, output head and ops::token_logprob: out[r] = log p(targets[r]) for each row of
+  // x (targets and out: `rows` host values).
+  void output_logprobs(const Tensor& x, std::span<const int32_t> targets, float* out);
 
   void set_tensor_callback(TensorCallback cb) { callback_ = std::move(cb); }
   // Run as a DSA model: indexers on the spec's F layers, sparse attention over their top-k on
@@ -125,7 +131,8 @@ class LlamaModel {
 
  private:
   LlamaModel() = default;
-  void forward_chunk(std::span<const int32_t> tokens, KVCache& kv, float* logits, bool all_logits);
+  // Runs one chunk through every layer; returns the residual stream leaving the last layer.
+  Tensor forward_chunk(std::span<const int32_t> tokens, KVCache& kv);
   void dump(const char* name, int layer, const Tensor& t) const {
     if (callback_) callback_(name, layer, t);
   }

@@ -40,18 +40,14 @@ PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, 
   r.n_windows = (n + ctx - 1) / ctx;
   if (n % ctx == 1) --r.n_windows;  // a 1-token tail has nothing to predict
   KVCache kv = model.make_cache(ctx);
-  Tensor logits;
+  std::vector<float> lps;
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t w = 0; w < r.n_windows; ++w) {
     const int64_t b = w * ctx, e = std::min(n, b + ctx);
     kv.clear();
-    model.forward(tokens.subspan(b, e - b), kv, logits, true);
-    // Each row's log-softmax over the vocabulary in parallel (the costly part once the model
-    // runs on a GPU), then accumulated in order: the same bits for any thread count.
-    std::vector<double> lps(static_cast<size_t>(e - b - 1));
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < e - b - 1; ++i)
-      lps[i] = log_prob({logits.data<float>() + i * c.vocab, static_cast<size_t>(c.vocab)}, tokens[b + i + 1]);
+    // Rows 0 .. e-b-2 predict tokens b+1 .. e-1 (the window's last row predicts nothing).
+    lps.resize(static_cast<size_t>(e - b - 1));
+    model.forward_logprobs(tokens.subspan(b, e - b - 1), kv, tokens.subspan(b + 1, e - b - 1), lps.data());
     for (int64_t i = 0; i + 1 < e - b; ++i) {
       const double lp = lps[i];
       r.nll.push_back(static_cast<float>(-lp));
