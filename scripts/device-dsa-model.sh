@@ -108,7 +108,7 @@ if [ "$mode" = run ]; then
     --config trained-1/2="$idx/smollm2-h4d64-half.safetensors" --config trained-1/4="$idx/smollm2-h4d64-quarter.safetensors")
   printf '%s\n' "${configs[@]}" >"$icm/configs.txt"
   t=$(date +%s)
-  "$ic" eval --device cuda "${configs[@]}" --topk "$topk" -f "$held" --max-tokens 32768 --sections ppl \
+  "$ic" eval --device cuda "${configs[@]}" --topk "$topk" -f "$held" --max-tokens "${IC_EVAL_TOKENS:-65536}" --sections ppl \
     --json "$OUT/eval-ppl.json" --markdown "$OUT/eval-ppl.md" >/dev/null 2>"$LOG/eval-ppl.err" ||
     { status=1; note "FAIL: eval ppl"; tail -5 "$LOG/eval-ppl.err"; }
   note "eval perplexity: $(( $(date +%s) - t )) s"
