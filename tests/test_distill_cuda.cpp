@@ -263,9 +263,11 @@ void check_case(const Case& c, bool sparse, uint32_t seed) {
   EXPECT_NEAR(sg.loss, sr.loss, 4 * gL * loss_scale);
   EXPECT_GE(sg.recall_sum, 0.0);
   EXPECT_LE(sg.recall_sum, static_cast<double>(sg.rows) * (1 + 1e-6));
+  double tol[5];
   for (int i = 0; i < 5; ++i) {
     const double err = frob_diff(part(gg, i), part(gr, i)), ref = frob(part(gr, i));
-    EXPECT_LE(err, 4 * gL * (1 + max_I) * ref + flip) << kNames[i] << " |ref| " << ref << " risky kinks " << risky;
+    tol[i] = 4 * gL * (1 + max_I) * ref + flip;
+    EXPECT_LE(err, tol[i]) << kNames[i] << " |ref| " << ref << " risky kinks " << risky;
   }
 
   // Twice, bitwise; device-resident inputs, weights and gradient (the trainer's path) give the
@@ -286,18 +288,24 @@ void check_case(const Case& c, bool sparse, uint32_t seed) {
   EXPECT_EQ(sl.loss, sg.loss);
   EXPECT_EQ(sl.rows, sg.rows);
   EXPECT_EQ(sl.recall_sum, sg.recall_sum);
-  // Accumulation: a gradient buffer holding 1 ends at 1 + g (one f32 addition: u (1 + |g|)).
+  // Accumulation: a gradient buffer holding 1 ends at 1 + g. cuBLAS may pick another kernel
+  // for beta = 1, so (result - 1) is held to the reference like g itself, plus the rounding of
+  // the final addition, u (1 + |g|) per element.
   IndexerWeights ones = IndexerWeights::zeros(cfg, D);
   for (Tensor* t : {&ones.wq, &ones.wk, &ones.k_norm, &ones.k_bias, &ones.wproj})
     std::fill(t->data<float>(), t->data<float>() + t->numel(), 1.0f);
   IndexerWeights acc = weights_to(ones, Device::CUDA);
   distill_loss_cuda(cfg, weights_to(w, Device::CUDA), din, &acc, c.chunk_rows);
   const IndexerWeights acc_h = weights_to(acc, Device::CPU);
-  for (int i = 0; i < 5; ++i)
-    for (int64_t j = 0; j < part(gg, i).numel(); ++j) {
-      const double g = part(gg, i).data<float>()[j], got = part(acc_h, i).data<float>()[j];
-      ASSERT_LE(std::abs(got - (1.0 + g)), 2 * kU * (1.0 + std::abs(g))) << kNames[i] << "[" << j << "]";
+  for (int i = 0; i < 5; ++i) {
+    double err = 0.0, round = 0.0;
+    for (int64_t j = 0; j < part(gr, i).numel(); ++j) {
+      const double g = part(gr, i).data<float>()[j], got = part(acc_h, i).data<float>()[j];
+      err += (got - 1.0 - g) * (got - 1.0 - g);
+      round += (1.0 + std::abs(g)) * (1.0 + std::abs(g));
     }
+    EXPECT_LE(std::sqrt(err), tol[i] + 2 * kU * std::sqrt(round)) << kNames[i] << " accumulated";
+  }
   std::printf("  %s: loss %.6f vs %.6f, rows %lld, recall %.4f vs %.4f, risky kinks %lld\n",
               case_name(c, sparse).c_str(), sg.loss, sr.loss, static_cast<long long>(sg.rows), sg.recall(),
               sr.recall(), static_cast<long long>(risky));
