@@ -32,6 +32,25 @@ using ops::v16f;
 
 namespace distill_detail {
 
+int64_t check_shapes(const IndexerConfig& cfg, const IndexerWeights& w, const DistillInput& in,
+                     const IndexerWeights* grad) {
+  check_tensor(in.x, "x", DType::F32, in.x.device(), 2);
+  const int64_t n = in.x.dim(0), dim = in.x.dim(1);
+  IC_CHECK(n >= 1, "distillation: x has no tokens");
+  cfg.validate(dim);
+  w.check(cfg, dim);
+  if (grad) grad->check(cfg, dim);
+  check_tensor(in.p, "p", DType::F32, in.p.device(), 2);
+  IC_CHECK(in.p.dim(0) == n && in.p.dim(1) == n, "distillation: target p is {} but x has {} tokens (want [{}, {}])",
+           in.p.shape().str(), n, n, n);
+  if (in.selected.defined()) {
+    check_tensor(in.selected, "selected", DType::I32, in.selected.device(), 2);
+    IC_CHECK(in.selected.dim(0) == n, "distillation: selected has {} rows but x has {} tokens",
+             in.selected.dim(0), n);
+  }
+  return n;
+}
+
 int64_t check_input(const IndexerConfig& cfg, const IndexerWeights& w, const DistillInput& in,
                     const IndexerWeights* grad) {
   check_tensor(in.x, "x", DType::F32, Device::CPU, 2);
@@ -386,6 +405,10 @@ DistillStats distill_loss(const IndexerConfig& cfg, const IndexerWeights& Wt, co
   gemm_parallel(d, D, n, dYT.data() + Hd * n, n, X, D, grad->wk.data<float>(), D, true);
   gemm_parallel(H, D, n, dYT.data() + (Hd + d) * n, n, X, D, grad->wproj.data<float>(), D, true);
   return st;
+}
+
+IndexerWeights weights_to(const IndexerWeights& w, Device device) {
+  return {w.wq.to(device), w.wk.to(device), w.k_norm.to(device), w.k_bias.to(device), w.wproj.to(device)};
 }
 
 void axpy_weights(float a, const IndexerWeights& src, IndexerWeights& dst) {

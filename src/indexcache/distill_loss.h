@@ -35,9 +35,9 @@ struct DistillStats {
 };
 
 struct DistillInput {
-  Tensor x;         // F32 [n, dim] layer input on the host
-  Tensor p;         // F32 [n, n] target rows (>= 0; entries s > t are ignored)
-  Tensor selected;  // I32 [n, k_sel], -1 = no token; undefined = the dense loss
+  Tensor x;         // F32 [n, dim] layer input (host; distill_loss_cuda: host or device)
+  Tensor p;         // F32 [n, n] target rows (>= 0; entries s > t are ignored); same
+  Tensor selected;  // I32 [n, k_sel], -1 = no token; undefined = the dense loss; same
 };
 
 // The f32 fast path: projections, scores and backward in f32 over OpenMP threads, one [n, n]
@@ -52,6 +52,29 @@ DistillStats distill_loss(const IndexerConfig& cfg, const IndexerWeights& w, con
 // added. For tests and small problems only.
 DistillStats distill_loss_reference(const IndexerConfig& cfg, const IndexerWeights& w, const DistillInput& in,
                                     IndexerWeights* grad);
+
+// The GPU path (distill_loss_cuda.cu), same contract and math as distill_loss, f32 arithmetic
+// throughout (cuBLAS with CUBLAS_COMPUTE_32F, no TF32), per-row reductions in double:
+//   projections and weight gradients: cuBLAS GEMMs over all n tokens;
+//   scores a[(t, h), s] = q[t, h] . k[s] for a block of R query rows: ONE GEMM [R H, d] x [d, t1]
+//   (t1 = the block's last row + 1: columns past it are never needed), then one CUDA block per
+//   row for the head sum, the support's log-softmax, KL, dL/dI, recall@k (radix select) and
+//   dL/dw, rewriting the scores in place as b = dL/dI w [a > 0]; then dq = b k and
+//   dk += b^T q as two more GEMMs over the same block.
+// Tensors may be on the host or the device: x, p, selected and w are uploaded when on the
+// host (tests; the trainer passes device tensors), grad may be on either (on the host the
+// gradient is computed on the device and added on the host). Device memory besides the inputs,
+// R = rows per block (chunk_rows, or 0 = the largest R with R H n 4 B <= 1 GiB):
+//   4 R n (H + 1) + R n + 8 n H d + 16 n d + 8 n H + 24 n bytes,
+// e.g. n 8192, H 16, d 128: R = 2048, ~1.3 GiB (+ 256 MiB for p itself); n 2048, H 4: R = n, 86 MiB.
+// Deterministic: the same inputs give the same bits (fixed reduction trees, no float atomics,
+// cuBLAS in its default, deterministic mode on one stream). In a build without CUDA it throws
+// ic::Error saying so.
+DistillStats distill_loss_cuda(const IndexerConfig& cfg, const IndexerWeights& w, const DistillInput& in,
+                               IndexerWeights* grad, int64_t chunk_rows = 0);
+
+// A deep copy of every tensor of w on `device` (uploads/downloads the indexer weights once).
+IndexerWeights weights_to(const IndexerWeights& w, Device device);
 
 // Multi-layer loss of an F layer serving S layers l+1..l+m, targets = {p^(l), ..., p^(l+m)}:
 //   L_multi = sum_j 1/(m+1) sum_t KL(p^(l+j)_t || q^(l)_t).
@@ -68,10 +91,14 @@ DistillStats distill_loss_multi(const IndexerConfig& cfg, const IndexerWeights& 
 void axpy_weights(float a, const IndexerWeights& src, IndexerWeights& dst);
 
 namespace distill_detail {
-// Shared by both implementations. Checks shapes, dtypes and p >= 0 / finite, selected in
+// Shared by both host implementations. Checks shapes, dtypes and p >= 0 / finite, selected in
 // [-1, n); throws ic::Error naming the argument. Returns n.
 int64_t check_input(const IndexerConfig& cfg, const IndexerWeights& w, const DistillInput& in,
                     const IndexerWeights* grad);
+// The shape-only part of check_input, for tensors on any device (the CUDA path checks the
+// values of p and selected on the device). Returns n.
+int64_t check_shapes(const IndexerConfig& cfg, const IndexerWeights& w, const DistillInput& in,
+                     const IndexerWeights* grad);
 }  // namespace distill_detail
 
 }  // namespace ic

@@ -14,9 +14,9 @@ struct Dims {
   int64_t n, n_heads, n_kv, head_dim;
 };
 
-Dims check_qk(const Tensor& q, const Tensor& k) {
-  check_tensor(q, "q", DType::F32, Device::CPU, 3);
-  check_tensor(k, "k", DType::F32, Device::CPU, 3);
+Dims check_qk(const Tensor& q, const Tensor& k, Device device) {
+  check_tensor(q, "q", DType::F32, device, 3);
+  check_tensor(k, "k", DType::F32, device, 3);
   const Dims d{q.dim(0), q.dim(1), k.dim(1), q.dim(2)};
   IC_CHECK(k.dim(0) == d.n, "attention_targets: q has {} tokens but k has {}", d.n, k.dim(0));
   IC_CHECK(k.dim(2) == d.head_dim, "attention_targets: q head_dim {} but k head_dim {}", d.head_dim, k.dim(2));
@@ -58,7 +58,8 @@ void target_row(const float* q /* [n_heads, head_dim] of token t */, const float
 }  // namespace
 
 Tensor attention_targets(const Tensor& q, const Tensor& k) {
-  const Dims d = check_qk(q, k);
+  const Dims d = check_qk(q, k, q.device());
+  if (q.device() == Device::CUDA) return teacher_detail::attention_targets_cuda(q, k);
   Tensor p = Tensor::empty({d.n, d.n}, DType::F32);
   const float* qd = q.data<float>();  // [n, n_heads, head_dim]
   const float* kd = k.data<float>();  // [n, n_kv, head_dim]
@@ -75,7 +76,7 @@ Tensor attention_targets(const Tensor& q, const Tensor& k) {
 }
 
 Tensor attention_targets_reference(const Tensor& q, const Tensor& k) {
-  const Dims d = check_qk(q, k);
+  const Dims d = check_qk(q, k, Device::CPU);
   Tensor p = Tensor::zeros({d.n, d.n}, DType::F32);
   const float* qd = q.data<float>();
   const float* kd = k.data<float>();
@@ -106,14 +107,19 @@ Tensor attention_targets_reference(const Tensor& q, const Tensor& k) {
 
 Tensor mean_targets(std::span<const Tensor> targets) {
   IC_CHECK(!targets.empty(), "mean_targets: no target distributions given");
-  check_tensor(targets[0], "targets[0]", DType::F32, Device::CPU, 2);
+  const Device device = targets[0].device();
+  check_tensor(targets[0], "targets[0]", DType::F32, device, 2);
   const Shape shape = targets[0].shape();
   for (size_t j = 1; j < targets.size(); ++j) {
-    check_tensor(targets[j], "targets[j]", DType::F32, Device::CPU, 2);
+    check_tensor(targets[j], "targets[j]", DType::F32, device, 2);
     IC_CHECK(targets[j].shape() == shape, "mean_targets: target {} is {} but target 0 is {}", j,
              targets[j].shape().str(), shape.str());
   }
-  Tensor out = Tensor::empty(shape, DType::F32);
+  Tensor out = Tensor::empty(shape, DType::F32, device);
+  if (device == Device::CUDA) {
+    teacher_detail::mean_targets_cuda(targets, out);
+    return out;
+  }
   const int64_t numel = out.numel();
   const float inv = 1.0f / static_cast<float>(targets.size());
   float* o = out.data<float>();

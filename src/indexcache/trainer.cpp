@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "core/cuda_memory.h"
 #include "core/error.h"
 #include "indexcache/teacher.h"
 #include "io/safetensors.h"
@@ -69,15 +70,15 @@ DistillMode distill_mode_from_string(const std::string& s) {
   fail("distill: unknown mode '{}' (supported: warmup, pattern)", s);
 }
 
-std::vector<LayerCapture> capture_layers(LlamaModel& model, std::span<const int32_t> tokens) {
+std::vector<LayerCapture> capture_layers(LlamaModel& model, std::span<const int32_t> tokens, Device device) {
   IC_CHECK(model.dsa() == nullptr, "distill: the teacher model must run dense (a DSA spec is attached)");
   const LlamaConfig& c = model.config();
   const int64_t n = static_cast<int64_t>(tokens.size());
   std::vector<LayerCapture> caps(static_cast<size_t>(c.n_layers));
   for (LayerCapture& cap : caps) {
-    cap.x = Tensor::empty({n, c.dim}, DType::F32);
-    cap.q = Tensor::empty({n, c.n_heads, c.head_dim}, DType::F32);
-    cap.k = Tensor::empty({n, c.n_kv_heads, c.head_dim}, DType::F32);
+    cap.x = Tensor::empty({n, c.dim}, DType::F32, device);
+    cap.q = Tensor::empty({n, c.n_heads, c.head_dim}, DType::F32, device);
+    cap.k = Tensor::empty({n, c.n_kv_heads, c.head_dim}, DType::F32, device);
   }
   // The forward runs in chunks and reports each layer's rows chunk by chunk, attn_norm first.
   std::vector<int64_t> filled(caps.size(), 0), chunk_at(caps.size(), 0);
@@ -97,7 +98,11 @@ std::vector<LayerCapture> capture_layers(LlamaModel& model, std::span<const int3
       return;
     }
     IC_ASSERT(chunk_at[l] + t.dim(0) <= n);
-    dst->slice_rows(chunk_at[l], chunk_at[l] + t.dim(0)).copy_from(t.device() == Device::CPU ? t : t.to(Device::CPU));
+    Tensor rows = dst->slice_rows(chunk_at[l], chunk_at[l] + t.dim(0));
+    if (device == Device::CPU)
+      rows.copy_from(t.device() == Device::CPU ? t : t.to(Device::CPU));
+    else
+      rows.copy_from(t);  // device to device when the model runs on the GPU
   });
   KVCache kv = model.make_cache(n);
   Tensor logits;  // forward computes the last row only
@@ -122,6 +127,9 @@ Trainer::Trainer(LlamaModel& model, const TextWindows& data, TrainerConfig cfg)
            mc.context_max);
   cfg_.indexer.validate(dim_);
   cfg_.adamw.validate();
+  IC_CHECK(cfg_.device == Device::CPU || cuda_available(),
+           "distill: the loss on {} needs a CUDA build (-DWITH_CUDA=ON) and a usable GPU ({})",
+           device_name(cfg_.device), cuda_compiled() ? "no GPU found" : "this build has no CUDA backend");
   if (cfg_.mode == DistillMode::kWarmup) {
     pattern_ = LayerPattern::all_full(mc.n_layers);
   } else {
@@ -192,6 +200,29 @@ StepReport Trainer::step() {
   for (int64_t l : full) grad[l] = IndexerWeights::zeros(cfg_.indexer, dim_);
 
   StepReport r;
+  if (cfg_.device == Device::CUDA)
+    gpu_batch(full, grad, stats, r);
+  else
+    cpu_batch(full, grad, stats, r);
+  for (int64_t l : full) {
+    // The loss is a sum over rows; its gradient, divided by the rows, is that of the mean KL.
+    if (stats[l].rows > 0) scale_weights(grad[l], 1.0f / static_cast<float>(stats[l].rows));
+    const AdamWStepInfo info = opt_[l]->step(weights_[l], grad[l]);
+    r.lr = info.lr;
+    r.max_grad_norm = std::max(r.max_grad_norm, info.grad_norm);
+    r.stats.add(stats[l]);
+    r.mean_kl += stats[l].mean_kl() / static_cast<double>(full.size());
+    r.recall += stats[l].recall() / static_cast<double>(full.size());
+  }
+  r.step = ++step_;
+  r.total = cfg_.adamw.total_steps;
+  r.seconds = seconds_since(t0);
+  return r;
+}
+
+// The batch of one step on the host.
+void Trainer::cpu_batch(const std::vector<int64_t>& full, std::vector<IndexerWeights>& grad,
+                        std::vector<DistillStats>& stats, StepReport& r) {
   for (int64_t b = 0; b < cfg_.batch; ++b) {
     const std::span<const int32_t> window = stream_.next();
     r.tokens += static_cast<int64_t>(window.size());
@@ -214,20 +245,37 @@ StepReport Trainer::step() {
       r.loss_s += seconds_since(t);
     }
   }
+}
+
+// The batch of one step with targets, loss and gradient on the GPU: the weights go up once,
+// the gradients come down once; p is made, averaged and consumed on the device.
+void Trainer::gpu_batch(const std::vector<int64_t>& full, std::vector<IndexerWeights>& grad,
+                        std::vector<DistillStats>& stats, StepReport& r) {
+  std::vector<IndexerWeights> w(grad.size()), g(grad.size());
   for (int64_t l : full) {
-    // The loss is a sum over rows; its gradient, divided by the rows, is that of the mean KL.
-    if (stats[l].rows > 0) scale_weights(grad[l], 1.0f / static_cast<float>(stats[l].rows));
-    const AdamWStepInfo info = opt_[l]->step(weights_[l], grad[l]);
-    r.lr = info.lr;
-    r.max_grad_norm = std::max(r.max_grad_norm, info.grad_norm);
-    r.stats.add(stats[l]);
-    r.mean_kl += stats[l].mean_kl() / static_cast<double>(full.size());
-    r.recall += stats[l].recall() / static_cast<double>(full.size());
+    w[l] = weights_to(weights_[l], Device::CUDA);
+    g[l] = weights_to(grad[l], Device::CUDA);  // zeros
   }
-  r.step = ++step_;
-  r.total = cfg_.adamw.total_steps;
-  r.seconds = seconds_since(t0);
-  return r;
+  for (int64_t b = 0; b < cfg_.batch; ++b) {
+    const std::span<const int32_t> window = stream_.next();
+    r.tokens += static_cast<int64_t>(window.size());
+    auto t = std::chrono::steady_clock::now();
+    const std::vector<LayerCapture> caps = capture_layers(*model_, window, Device::CUDA);
+    r.forward_s += seconds_since(t);
+    for (int64_t l : full) {
+      t = std::chrono::steady_clock::now();
+      std::vector<Tensor> targets;
+      for (int64_t j = l; j < group_end(pattern_, l); ++j) targets.push_back(attention_targets(caps[j].q, caps[j].k));
+      // L_multi through the mean target (the same gradient; distill_loss_multi's kMeanTarget).
+      const Tensor p = targets.size() == 1 ? targets[0] : mean_targets(targets);
+      cuda::synchronize();  // so the phase times are honest
+      r.teacher_s += seconds_since(t);
+      t = std::chrono::steady_clock::now();
+      stats[l].add(distill_loss_cuda(cfg_.indexer, w[l], DistillInput{caps[l].x, p, Tensor()}, &g[l]));
+      r.loss_s += seconds_since(t);
+    }
+  }
+  for (int64_t l : full) grad[l] = weights_to(g[l], Device::CPU);
 }
 
 void Trainer::save_checkpoint(const std::string& path) const {
@@ -321,20 +369,25 @@ double EvalReport::recall() const {
   return layers.empty() ? 0.0 : s / static_cast<double>(layers.size());
 }
 
-EvalReport evaluate(LlamaModel& model, const DsaSpec& spec, const TextWindows& heldout) {
+EvalReport evaluate(LlamaModel& model, const DsaSpec& spec, const TextWindows& heldout, Device device) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t L = model.config().n_layers;
   IC_CHECK(spec.n_layers() == L, "evaluate: pattern {} has {} layers, the model {}", spec.pattern.str(),
            spec.n_layers(), L);
   EvalReport r;
   for (int64_t l = 0; l < L; ++l) r.layers.push_back({l, spec.pattern.source(l), {}});
+  IC_CHECK(device == Device::CPU || cuda_available(), "evaluate: no usable CUDA device for the loss on cuda");
+  std::vector<IndexerWeights> gpu_weights(static_cast<size_t>(L));  // uploaded once
+  if (device == Device::CUDA)
+    for (int64_t l : spec.pattern.full_layers()) gpu_weights[l] = weights_to(spec.indexers[l], Device::CUDA);
   for (int64_t i = 0; i < heldout.n_windows(); ++i) {
     const std::span<const int32_t> window = heldout.window(i);
-    const std::vector<LayerCapture> caps = capture_layers(model, window);
+    const std::vector<LayerCapture> caps = capture_layers(model, window, device);
     for (LayerEval& e : r.layers) {
       const Tensor p = attention_targets(caps[e.layer].q, caps[e.layer].k);
-      e.stats.add(distill_loss(spec.config, spec.indexers[e.source], DistillInput{caps[e.source].x, p, Tensor()},
-                               nullptr));
+      const DistillInput in{caps[e.source].x, p, Tensor()};
+      e.stats.add(device == Device::CUDA ? distill_loss_cuda(spec.config, gpu_weights[e.source], in, nullptr)
+                                         : distill_loss(spec.config, spec.indexers[e.source], in, nullptr));
     }
     ++r.windows;
     r.tokens += static_cast<int64_t>(window.size());

@@ -40,17 +40,26 @@ struct TrainerConfig {
   int64_t batch = 4;        // windows per step
   uint64_t seed = 0;        // random init of the indexers and the data order
   std::string init_path;    // start from this indexer file's weights; empty = random init
+  // Where the teacher targets, the loss and its gradient run. CUDA: the captures and p stay on
+  // the GPU (p never crosses the bus), each F layer's weights are uploaded once per step and its
+  // gradient, accumulated over the batch on the GPU, downloaded once; AdamW stays on the host
+  // master weights (a few MB per layer), so checkpoints are unchanged. Not a run field: a run
+  // may resume on the other device (it then continues to f32 rounding, not bitwise).
+  Device device = Device::CPU;
 };
 
-// One layer's captured forward intermediates for n tokens at positions 0..n-1 (host F32).
+// One layer's captured forward intermediates for n tokens at positions 0..n-1 (F32, on the
+// device capture_layers was asked for).
 struct LayerCapture {
   Tensor x;  // [n, dim] the attention-norm output the indexer reads
   Tensor q;  // [n, n_heads, head_dim] after RoPE
   Tensor k;  // [n, n_kv_heads, head_dim] after RoPE
 };
-// Runs the (dense) model on `tokens` from position 0 and returns every layer's capture. The
-// model's tensor callback is replaced for the call and cleared afterwards.
-std::vector<LayerCapture> capture_layers(LlamaModel& model, std::span<const int32_t> tokens);
+// Runs the (dense) model on `tokens` from position 0 and returns every layer's capture on
+// `device` (copied there from wherever the model runs). The model's tensor callback is replaced
+// for the call and cleared afterwards.
+std::vector<LayerCapture> capture_layers(LlamaModel& model, std::span<const int32_t> tokens,
+                                         Device device = Device::CPU);
 
 struct StepReport {
   int64_t step = 0, total = 0;  // step just done (1-based) of total
@@ -99,6 +108,11 @@ class Trainer {
   std::vector<std::pair<std::string, Tensor>> optimizer_state(int64_t layer) const;
 
  private:
+  void cpu_batch(const std::vector<int64_t>& full, std::vector<IndexerWeights>& grad,
+                 std::vector<DistillStats>& stats, StepReport& r);
+  void gpu_batch(const std::vector<int64_t>& full, std::vector<IndexerWeights>& grad,
+                 std::vector<DistillStats>& stats, StepReport& r);
+
   LlamaModel* model_;
   const TextWindows* data_;
   TrainerConfig cfg_;
@@ -126,6 +140,7 @@ struct EvalReport {
   double mean_kl() const;   // mean over layers of their mean KL
   double recall() const;    // mean over layers of their recall
 };
-EvalReport evaluate(LlamaModel& model, const DsaSpec& spec, const TextWindows& heldout);
+// device: where the targets and the loss run (CUDA: as the trainer's CUDA path).
+EvalReport evaluate(LlamaModel& model, const DsaSpec& spec, const TextWindows& heldout, Device device = Device::CPU);
 
 }  // namespace ic

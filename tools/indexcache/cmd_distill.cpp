@@ -88,7 +88,7 @@ void run(DistillArgs a) {
     const std::optional<LayerPattern> p = eval_pattern ? eval_pattern : pattern;
     const DsaSpec spec = load_indexers(a.eval_indexers, mc.n_layers, mc.dim, p,
                                        a.topk_given ? std::optional<int64_t>(a.icfg.topk) : std::nullopt);
-    print_eval(evaluate(*model, spec, *held), spec, a.json);
+    print_eval(evaluate(*model, spec, *held, model->device()), spec, a.json);
     return;
   }
 
@@ -115,6 +115,7 @@ void run(DistillArgs a) {
   cfg.adamw.total_steps = a.steps;
   cfg.batch = a.batch;
   cfg.seed = a.seed;
+  cfg.device = model->device();  // --device cuda: the teacher, the targets and the loss all on the GPU
 
   TextDataOptions topt = dopt;
   topt.max_tokens = a.max_tokens;
@@ -131,10 +132,11 @@ void run(DistillArgs a) {
                  (long long)trainer.loader_position().index);
   }
   std::fprintf(stderr, "distill: mode %s, pattern %s (%lld F layers), indexer %lldx%lld top-k %lld, %lld steps x %lld "
-               "windows of %lld, lr %g, %d threads\n",
+               "windows of %lld, lr %g, %d threads, loss on %s\n",
                a.mode.c_str(), trainer.pattern().str().c_str(), (long long)trainer.pattern().n_full(),
                (long long)cfg.indexer.n_heads, (long long)cfg.indexer.head_dim, (long long)cfg.indexer.topk,
-               (long long)a.steps, (long long)a.batch, (long long)a.ctx, cfg.adamw.lr, omp_get_max_threads());
+               (long long)a.steps, (long long)a.batch, (long long)a.ctx, cfg.adamw.lr, omp_get_max_threads(),
+               std::string(device_name(cfg.device)).c_str());
 
   double seconds = 0.0, forward_s = 0.0, teacher_s = 0.0, loss_s = 0.0;
   int64_t tokens = 0, steps_run = 0;
@@ -179,7 +181,7 @@ void run(DistillArgs a) {
 
   if (held) {
     if (eval_pattern) spec.pattern = *eval_pattern;
-    print_eval(evaluate(*model, spec, *held), spec, a.json);
+    print_eval(evaluate(*model, spec, *held, model->device()), spec, a.json);
   }
 }
 }  // namespace
@@ -190,7 +192,8 @@ void register_distill(CLI::App& app) {
   cmd->add_option("-m,--model", a->model.model, "GGUF model file (the frozen teacher)");
   cmd->add_option("-t,--threads", a->model.threads, "CPU threads (default: all cores)");
   cmd->add_option("--device", a->model.device,
-                  "Where the frozen model's forward (the teacher) runs; the indexers train on the CPU")
+                  "Where the frozen model's forward, the teacher targets and the indexer loss + gradient run "
+                  "(AdamW stays on the host)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--data", a->data, "Training text: .txt files or folders (searched recursively)");
   cmd->add_option("--heldout", a->heldout, "Held-out text for evaluation: files or folders");
