@@ -12,17 +12,22 @@
 #                                             model, build, test, search, evaluate (perplexity, recall)
 #   scripts/device-dsa-model.sh passkey CFGS  (device) passkey retrieval of the named configurations
 #                                             (comma-separated names of the run's configurations)
-#   scripts/device-dsa-model.sh train CTX STEPS [distill options...]
-#                                             (device, after run) continue the DSA warm-up of the
-#                                             committed all-F indexers on CTX-token windows, the
-#                                             teacher on the GPU and the training on the 16 cores;
-#                                             the f16 indexer file comes back in $OUT
+#   scripts/device-dsa-model.sh train DIR CTX STEPS [H D]
+#                                             (device, after two stage calls) stage DIR's last part,
+#                                             reassemble the model, then train on the GPU: the DSA
+#                                             warm-up from scratch on CTX-token windows (H heads x D
+#                                             dims, default 4 x 64), then training-aware uniform 1/2
+#                                             and 1/4 from it (STEPS/2 each), then held-out perplexity
+#                                             of all of them at 2K/4K/8K; the f16 indexer files come
+#                                             back in $OUT and stay in /tmp/icm/trained for a later
+#                                             `run` with IC_INDEXERS_DIR=/tmp/icm/trained
 # From the session checkout (the device runs a copy of it):
 #   split -n 3 -d models/SmolLM2-135M-Instruct.Q4_1.gguf part_   (one part per call, in .mpartN/)
 #   tar cf .mpart1/data.tar data/corpus/calib data/corpus/heldout
 #   for train: a slice of the train split in the second call, e.g.
 #   tar cf .mpart2/train.tar $(find data/corpus/train -name '*.txt' | sort | head -n 80)
 #   run: scripts/device-dsa-model.sh stage .mpart1   carry [.mpart1]; then .mpart2; then run .mpart3
+#   (or train .mpart3 2048 300 instead of run; then run .mpart3 with IC_INDEXERS_DIR=/tmp/icm/trained)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
@@ -76,13 +81,19 @@ if [ "$mode" = stage ]; then
 fi
 
 ic=$build/indexcache
-idx=$src/models/indexers
+# The indexers under test: the committed ones, or those a `train` call left on this machine.
+idx=${IC_INDEXERS_DIR:-$src/models/indexers}
 status=0
-if [ "$mode" = run ]; then
-  cat "$icm"/parts/part_* >"$model"
-  [ "$(sha256sum "$model" | cut -d' ' -f1)" = "$model_sha" ] || { note "FAIL: model SHA-256 (parts: $(ls "$icm/parts" | tr '\n' ' '))"; exit 1; }
+assemble_model() {
+  if [ ! -f "$model" ] || [ "$(sha256sum "$model" | cut -d' ' -f1)" != "$model_sha" ]; then
+    cat "$icm"/parts/part_* >"$model"
+    [ "$(sha256sum "$model" | cut -d' ' -f1)" = "$model_sha" ] || { note "FAIL: model SHA-256 (parts: $(ls "$icm/parts" | tr '\n' ' '))"; exit 1; }
+  fi
   note "model reassembled, SHA-256 ok; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
   export IC_MODEL=$model
+}
+if [ "$mode" = run ]; then
+  assemble_model
   build_all
   t=$(date +%s)
   "$build/ic_tests" --gtest_filter='ModelCuda*' >"$LOG/tests-all.log" 2>&1 || status=1
@@ -135,17 +146,47 @@ PY
 fi
 
 if [ "$mode" = train ]; then
-  ctx=${2:?train needs CTX STEPS}; steps=${3:?train needs CTX STEPS}; shift 3
+  ctx=${3:?train needs DIR CTX STEPS}; steps=${4:?train needs DIR CTX STEPS}; H=${5:-4}; D=${6:-64}
   [ -d "$icm/data/corpus/train" ] || { note "FAIL: no train split staged (train.tar)"; exit 1; }
-  export IC_MODEL=$model
+  assemble_model
+  build_all
+  out=$icm/trained
+  mkdir -p "$out"
+  name=smollm2-h${H}d${D}
+  t0=$(date +%s)
+  budget=${IC_TRAIN_BUDGET:-540}
+  left() { echo $(( budget - ($(date +%s) - t0) )); }
+  # The warm-up from scratch, then the training-aware patterns from it (scripts/train-indexers' recipe
+  # at CTX-token windows); each run under what is left of the budget, checkpoints atomic.
+  dev=${IC_DEVICE:-cuda}  # IC_DEVICE=cpu: a small dry run of this mode off the device
+  common=(--device "$dev" --data "$icm/data/corpus/train" --heldout "$icm/data/corpus/calib" --heldout-windows 2
+          --heads "$H" --head-dim "$D" --topk "$topk" -c "$ctx" -b 2 -s 1 --save-every 50 --save-dtype f16)
+  run_distill() {  # NAME STEPS args...
+    local n=$1 st=$2; shift 2
+    local t=$(date +%s)
+    [ "$(left)" -gt 20 ] || { note "distill $n: skipped, time budget spent"; return 1; }
+    timeout "$(left)" "$ic" distill "${common[@]}" --steps "$st" -o "$out/$n.safetensors" "$@" >"$LOG/train-$n.log" 2>&1 ||
+      { status=1; note "FAIL: distill $n"; tail -3 "$LOG/train-$n.log" | tee -a "$summary"; return 1; }
+    note "distill $n (ctx $ctx, $st steps): $(( $(date +%s) - t )) s"
+    grep -E "^step|trained" "$LOG/train-$n.log" | tail -n 3 | tee -a "$summary"
+    grep -E "^ *mean|recall" "$LOG/train-$n.log" | tail -n 2 | tee -a "$summary"
+    cp "$out/$n.safetensors" "$OUT/"
+  }
+  run_distill "$name-allF" "$steps" --mode warmup &&
+    { run_distill "$name-quarter" $(( steps / 2 )) --mode pattern --index-freq 4 --init "$out/$name-allF.safetensors"
+      run_distill "$name-half" $(( steps / 2 )) --mode pattern --index-freq 2 --init "$out/$name-allF.safetensors"; }
+  rm -f "$out"/*.ckpt
+  held=$icm/data/corpus/heldout
+  cfgs=(--config dense=dense)
+  [ -f "$out/$name-allF.safetensors" ] && cfgs+=(--config dsa="$out/$name-allF.safetensors"
+    --config uniform-1/4="$out/$name-allF.safetensors@freq=4")
+  [ -f "$out/$name-quarter.safetensors" ] && cfgs+=(--config trained-1/4="$out/$name-quarter.safetensors")
+  [ -f "$out/$name-half.safetensors" ] && cfgs+=(--config trained-1/2="$out/$name-half.safetensors")
   t=$(date +%s)
-  "$ic" distill --device cuda --mode warmup --init "$idx/smollm2-h4d64-allF.safetensors" --data "$icm/data/corpus/train" \
-    --heldout "$icm/data/corpus/calib" --heldout-windows 4 --heads 4 --head-dim 64 --topk 256 -c "$ctx" -b 1 \
-    --steps "$steps" --save-every 25 --save-dtype f16 -o "$OUT/smollm2-h4d64-allF-c$ctx.safetensors" "$@" \
-    >"$LOG/train.log" 2>&1 || { status=1; note "FAIL: distill"; tail -5 "$LOG/train.log"; }
-  note "train (ctx $ctx, $steps steps): $(( $(date +%s) - t )) s"
-  grep -E "^step|trained|recall" "$LOG/train.log" | tail -n 12 | tee -a "$summary"
-  rm -f "$OUT"/*.ckpt
+  timeout "$(( $(left) > 30 ? $(left) : 30 ))" "$ic" eval --device "$dev" "${cfgs[@]}" --topk "$topk" -f "$held" \
+    --ctx "${IC_EVAL_CTX:-2048,4096,8192}" --max-tokens "${IC_EVAL_TOKENS:-65536}" --sections ppl --json "$OUT/eval-train.json" --markdown "$OUT/eval-train.md" \
+    >/dev/null 2>"$LOG/eval-train.err" || { status=1; note "FAIL: eval of the trained indexers"; tail -3 "$LOG/eval-train.err"; }
+  note "eval: $(( $(date +%s) - t )) s"; cat "$OUT/eval-train.md" >>"$summary" 2>/dev/null
   exit $status
 fi
 
