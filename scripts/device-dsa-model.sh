@@ -10,6 +10,8 @@
 #                                             under /tmp/icm; build when there is no build yet
 #   scripts/device-dsa-model.sh run DIR       (device) stage the last files, reassemble and check the
 #                                             model, build, test, search, evaluate (perplexity, recall)
+#   scripts/device-dsa-model.sh speed DIR     (device, after two stage calls, or after run) prefill and
+#                                             decode speed, dense / DSA / IndexCache 1/2, 1/4 at 2K-8K
 #   scripts/device-dsa-model.sh passkey CFGS  (device) passkey retrieval of the named configurations
 #                                             (comma-separated names of the run's configurations)
 #   scripts/device-dsa-model.sh train DIR CTX STEPS [H D]
@@ -187,6 +189,27 @@ if [ "$mode" = train ]; then
     --ctx "${IC_EVAL_CTX:-2048,4096,8192}" --max-tokens "${IC_EVAL_TOKENS:-65536}" --sections ppl --json "$OUT/eval-train.json" --markdown "$OUT/eval-train.md" \
     >/dev/null 2>"$LOG/eval-train.err" || { status=1; note "FAIL: eval of the trained indexers"; tail -3 "$LOG/eval-train.err"; }
   note "eval: $(( $(date +%s) - t )) s"; cat "$OUT/eval-train.md" >>"$summary" 2>/dev/null
+  exit $status
+fi
+
+if [ "$mode" = speed ]; then
+  # Prefill and decode on the GPU, dense vs DSA vs IndexCache 1/2 and 1/4 (ForwardStats shares;
+  # speed does not depend on what the indexers learned). SmolLM2's context ends at 8,192.
+  assemble_model
+  build_all
+  f=$idx/smollm2-h4d64-allF.safetensors
+  note "| context | model | threads | prefill tokens | prefill tok/s | indexer % | attention % | decode tokens | decode tok/s | peak RSS MiB |"
+  note "|---|---|---|---|---|---|---|---|---|---|"
+  for ctx in ${IC_SPEED_CONTEXTS:-2048 4096 8192}; do
+    for cfg in dense all-F 1/2 1/4; do
+      case $cfg in
+        dense) extra=() ;; all-F) extra=(--indexers "$f") ;;
+        1/2) extra=(--indexers "$f" --index-freq 2) ;; 1/4) extra=(--indexers "$f" --index-freq 4) ;;
+      esac
+      row=$(timeout 120 "$ic" bench --device "${IC_DEVICE:-cuda}" -p $((ctx - 32)) -n 32 -r 3 --topk "$topk" "${extra[@]}" 2>>"$LOG/speed.err" | tail -n 1)
+      note "| $ctx | $cfg $row"
+    done
+  done
   exit $status
 fi
 

@@ -370,9 +370,10 @@ void run_gqa(const GqaCase& c, const Ceilings& ceil, const std::string& dump) {
   const double flops = double(c.n_q) * c.heads * c.k * 4 * c.dim;
   const double bytes = double(c.n_q) * c.kv_heads * c.k * 2 * c.dim * elt + c.n_q * c.heads * (c.dim * 8 + 4) +
                        c.n_q * c.k * 4.0;
-  char what[96];
-  std::snprintf(what, sizeof what, "gqa %s %s T=%lld H=%lld/%lld D=%lld k=%lld", c.name, c.bf16 ? "bf16" : "f32",
-                (long long)c.n_q, (long long)c.heads, (long long)c.kv_heads, (long long)c.dim, (long long)c.k);
+  char what[112];
+  std::snprintf(what, sizeof what, "gqa %s %s T=%lld H=%lld/%lld D=%lld k=%lld ctx=%lld", c.name,
+                c.bf16 ? "bf16" : "f32", (long long)c.n_q, (long long)c.heads, (long long)c.kv_heads,
+                (long long)c.dim, (long long)c.k, (long long)c.cap);
   report(what, ms, flops, bytes, ceil, check.c_str());
   if (!dump.empty() && !c.bf16 && c.n_q > 1) {
     const auto hq = to_host(q, c.n_q * c.heads * c.dim);
@@ -431,12 +432,25 @@ int main(int argc, char** argv) {
         for (int64_t heads : {64, 128})
           for (int64_t batch : {1, 64})
             run_mla({"decode", batch, heads, 32768, 2048, 32768, kernel, fp8}, ceil, "");
+    // The default (wgmma) decode at every context length: each sequence owns a region of ctx rows
+    // (batch 64 x 200K bf16 rows is 14.8 GB), so the gathered rows spread over the whole cache.
+    for (bool fp8 : {false, true})
+      for (int64_t ctx : {10240, 61440, 122880, 204800})
+        for (int64_t heads : {64, 128})
+          for (int64_t batch : {1, 64})
+            run_mla({"decode", batch, heads, ctx, 2048, ctx, MlaKernel::Wgmma, fp8}, ceil, "");
     run_mla({"check", 64, 128, 10240, 2048, 0}, ceil, dump);  // the case torch checks (wgmma)
     // GQA, SmolLM2's shape (9 query heads, 3 KV heads, head dim 64) over a 16K cache.
     for (bool bf16 : {false, true}) {
       run_gqa({"prefill", 4096, 9, 3, 64, 16384, 2048, bf16}, ceil, dump);
       run_gqa({"decode", 1, 9, 3, 64, 16384, 2048, bf16}, ceil, "");
     }
+    // ... and at every context length, decode at batch 1 and 64 (64 query tokens on one cache).
+    for (bool bf16 : {false, true})
+      for (int64_t cap : {10240, 61440, 122880, 204800}) {
+        run_gqa({"prefill", 4096, 9, 3, 64, cap, 2048, bf16}, ceil, "");
+        for (int64_t batch : {1, 64}) run_gqa({"decode", batch, 9, 3, 64, cap, 2048, bf16}, ceil, "");
+      }
     std::printf("%s: %d check(s) failed\n", failures ? "FAIL" : "ok", failures);
     return failures ? 1 : 0;
   } catch (const std::exception& e) {

@@ -302,6 +302,7 @@ void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, 
           ops::to_bf16(ia.q, q16);
           ops::indexer_topk(q16, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
         }
+        if (dev == Device::CUDA) cuda::synchronize();  // the indexer's kernels, not only their launches
         const auto now = std::chrono::steady_clock::now();
         stats_.indexer += std::chrono::duration<double>(now - t_index).count();
         ++stats_.indexer_layer_runs;
