@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SmolLM2 as a DSA model on the GPU, in back-to-back calls of the device tool (the 98 MB model
-# travels in parts): build with CUDA, the whole test suite with the model (the GPU DSA model tests
-# included), the greedy IndexCache search on the GPU, and the evaluation suite (perplexity at
+# travels in parts): build with CUDA, the GPU tests (the op tests without the model when staging,
+# the model's and the GPU trainer's once the model is there), the greedy IndexCache search on the GPU, and the evaluation suite (perplexity at
 # 2K/4K/8K for every configuration, a top-k sweep, passkey retrieval, overlap heatmap). Attention
 # recall runs on the CPU (its teacher is CPU code), so it is measured off the device.
 # Logs go to $OUT (the device tool's output folder; ./device-out elsewhere).
@@ -33,7 +33,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
-mode=${1:?usage: $0 stage|run DIR | passkey CONFIGS}
+usage="usage: $0 stage|run|speed DIR | train DIR CTX STEPS [H D] | passkey CONFIGS"
+mode=${1:?$usage}
+case $mode in stage | run | speed | train | passkey) ;; *) echo "$usage" >&2; exit 2 ;; esac
+t_start=$(date +%s)  # the call's budgets count from here (the device tool stops a call at 600 s)
 model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 icm=/tmp/icm
 model=$icm/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -98,7 +101,7 @@ if [ "$mode" = run ]; then
   assemble_model
   build_all
   t=$(date +%s)
-  "$build/ic_tests" --gtest_filter='ModelCuda*' >"$LOG/tests-all.log" 2>&1 || status=1
+  "$build/ic_tests" --gtest_filter='ModelCuda*:DistillCudaTrainer*' >"$LOG/tests-all.log" 2>&1 || status=1
   note "GPU tests with the model: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]' "$LOG/tests-all.log" | tr '\n' ' ') ($(( $(date +%s) - t )) s)"
   grep -E -A3 'Failure$' "$LOG/tests-all.log" | head -30 | tee -a "$summary"
   grep -E '^\[ model cuda' "$LOG/tests-all.log" | tee -a "$summary"
@@ -155,29 +158,36 @@ if [ "$mode" = train ]; then
   out=$icm/trained
   mkdir -p "$out"
   name=smollm2-h${H}d${D}
-  t0=$(date +%s)
-  budget=${IC_TRAIN_BUDGET:-540}
-  left() { echo $(( budget - ($(date +%s) - t0) )); }
+  budget=${IC_TRAIN_BUDGET:-560}
+  left() { echo $(( budget - ($(date +%s) - t_start) )); }
+  # The GPU trainer's own tests with the model first (a few seconds).
+  "$build/ic_tests" --gtest_filter='DistillCudaTrainer*' >"$LOG/tests-trainer.log" 2>&1 || status=1
+  note "GPU trainer tests with the model: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]' "$LOG/tests-trainer.log" | tr '\n' ' ')"
   # The warm-up from scratch, then the training-aware patterns from it (scripts/train-indexers' recipe
-  # at CTX-token windows); each run under what is left of the budget, checkpoints atomic.
+  # at CTX-token windows). Shares of what is left: the warm-up at most 55 %, each pattern run at
+  # most half of what remains after keeping 60 s for the evaluation. A run stopped by its share
+  # keeps its checkpoint in $out (resume it in a later call on the same machine with --resume).
   dev=${IC_DEVICE:-cuda}  # IC_DEVICE=cpu: a small dry run of this mode off the device
   common=(--device "$dev" --data "$icm/data/corpus/train" --heldout "$icm/data/corpus/calib" --heldout-windows 2
           --heads "$H" --head-dim "$D" --topk "$topk" -c "$ctx" -b 2 -s 1 --save-every 50 --save-dtype f16)
-  run_distill() {  # NAME STEPS args...
-    local n=$1 st=$2; shift 2
-    local t=$(date +%s)
-    [ "$(left)" -gt 20 ] || { note "distill $n: skipped, time budget spent"; return 1; }
-    timeout "$(left)" "$ic" distill "${common[@]}" --steps "$st" -o "$out/$n.safetensors" "$@" >"$LOG/train-$n.log" 2>&1 ||
-      { status=1; note "FAIL: distill $n"; tail -3 "$LOG/train-$n.log" | tee -a "$summary"; return 1; }
+  run_distill() {  # NAME STEPS SHARE_PERCENT args...
+    local n=$1 st=$2 share=$3; shift 3
+    local t=$(date +%s) cap=$(( ($(left) - 60) * share / 100 ))
+    [ "$cap" -gt 20 ] || { note "distill $n: skipped, time budget spent"; return 1; }
+    timeout "$cap" "$ic" distill "${common[@]}" --steps "$st" -o "$out/$n.safetensors" "$@" >"$LOG/train-$n.log" 2>&1 ||
+      { status=1; note "FAIL: distill $n (stopped after $(( $(date +%s) - t )) s of $cap)"; tail -3 "$LOG/train-$n.log" | tee -a "$summary"; return 1; }
     note "distill $n (ctx $ctx, $st steps): $(( $(date +%s) - t )) s"
     grep -E "^step|trained" "$LOG/train-$n.log" | tail -n 3 | tee -a "$summary"
     grep -E "^ *mean|recall" "$LOG/train-$n.log" | tail -n 2 | tee -a "$summary"
+    rm -f "$out/$n.safetensors.ckpt"
+    # The tool brings back files up to 16 MiB: a 30-layer f16 file is 2 x 30 x (H D + D + H) x 576
+    # bytes (H 4 x D 64: 11 MB; H 8 x D 64 or more does not fit, and stays in $out).
     cp "$out/$n.safetensors" "$OUT/"
   }
-  run_distill "$name-allF" "$steps" --mode warmup &&
-    { run_distill "$name-quarter" $(( steps / 2 )) --mode pattern --index-freq 4 --init "$out/$name-allF.safetensors"
-      run_distill "$name-half" $(( steps / 2 )) --mode pattern --index-freq 2 --init "$out/$name-allF.safetensors"; }
-  rm -f "$out"/*.ckpt
+  half=$(( steps / 2 > 0 ? steps / 2 : 1 ))
+  run_distill "$name-allF" "$steps" 55 --mode warmup &&
+    { run_distill "$name-quarter" "$half" 50 --mode pattern --index-freq 4 --init "$out/$name-allF.safetensors"
+      run_distill "$name-half" "$half" 100 --mode pattern --index-freq 2 --init "$out/$name-allF.safetensors"; }
   held=$icm/data/corpus/heldout
   cfgs=(--config dense=dense)
   [ -f "$out/$name-allF.safetensors" ] && cfgs+=(--config dsa="$out/$name-allF.safetensors"
@@ -203,11 +213,16 @@ if [ "$mode" = speed ]; then
   for ctx in ${IC_SPEED_CONTEXTS:-2048 4096 8192}; do
     for cfg in dense all-F 1/2 1/4; do
       case $cfg in
-        dense) extra=() ;; all-F) extra=(--indexers "$f") ;;
-        1/2) extra=(--indexers "$f" --index-freq 2) ;; 1/4) extra=(--indexers "$f" --index-freq 4) ;;
+        dense) extra=() ;; all-F) extra=(--indexers "$f" --topk "$topk") ;;
+        1/2) extra=(--indexers "$f" --topk "$topk" --index-freq 2) ;; 1/4) extra=(--indexers "$f" --topk "$topk" --index-freq 4) ;;
       esac
-      row=$(timeout 120 "$ic" bench --device "${IC_DEVICE:-cuda}" -p $((ctx - 32)) -n 32 -r 3 --topk "$topk" "${extra[@]}" 2>>"$LOG/speed.err" | tail -n 1)
-      note "| $ctx | $cfg $row"
+      cap=$(( ${IC_SPEED_BUDGET:-540} - ($(date +%s) - t_start) ))
+      [ "$cap" -gt 10 ] || { note "| $ctx | $cfg | skipped: time budget spent |"; continue; }
+      if row=$(timeout "$cap" "$ic" bench --device "${IC_DEVICE:-cuda}" -p $((ctx - 32)) -n 32 -r 3 "${extra[@]}" 2>>"$LOG/speed.err"); then
+        note "| $ctx | $cfg $(echo "$row" | tail -n 1)"
+      else
+        rc=$?; status=1; note "| $ctx | $cfg | FAILED (rc $rc; $LOG/speed.err) |"
+      fi
     done
   done
   exit $status
@@ -217,6 +232,8 @@ fi
 # one configuration at a time in the order given (each its own JSON and table, so that the
 # ones finished before IC_PASSKEY_BUDGET seconds come back if a later one cannot finish).
 want=${2:?passkey needs configuration names}
+n_want=$(echo "${want//,/ }" | wc -w)
+[ "$n_want" -le 6 ] || { note "FAIL: at most 6 configurations per call (8 files come back), got $n_want"; exit 1; }
 mapfile -t all <"$icm/configs.txt"
 export IC_MODEL=$model
 t0=$(date +%s)

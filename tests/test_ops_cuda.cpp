@@ -143,11 +143,11 @@ TEST(TokenLogprobCuda, MatchesCpuAndRepeatsBitwise) {
           sum += std::exp(static_cast<double>(row[v]) - mx);
         }
         // f32 on the GPU: x - max rounds by u|x - max| (so exp by that relatively), expf adds
-        // 2 ulp; each thread sums ceil(V/256) terms, then 5 warp levels and 8 warps: gamma of
-        // that count relatively. log(sum) carries the sum's relative error plus an ulp; the two
-        // subtractions round at u of their operands.
+        // 2 ulp (up to 4u relatively); each thread sums ceil(V/256) terms, then 5 warp levels and
+        // 8 warps: gamma of that count relatively. log(sum) carries the sum's relative error plus
+        // an ulp; the two subtractions round at u of their operands.
         const double terms = static_cast<double>((V + 255) / 256 + 5 + 8);
-        const double rel_sum = gamma(static_cast<int64_t>(terms)) + (spread + 2) * kU;
+        const double rel_sum = gamma(static_cast<int64_t>(terms)) + (spread + 4) * kU;
         const double tol = 1.01 * rel_sum + 3 * kU * (std::fabs(row[target[i]]) + std::fabs(mx) + std::log(sum) + std::fabs(ref[i])) + 1e-30;
         ASSERT_NEAR(got[i], ref[i], tol) << "V " << V << " row " << i;
       }

@@ -6,7 +6,6 @@
 #include <memory>
 
 #include "core/error.h"
-#include "runtime/perplexity.h"
 
 namespace ic {
 
@@ -256,7 +255,9 @@ class Searcher {
       const int64_t r1 = std::min({n, r0 + cfg_.logit_rows, len - 1 - p0});
       if (r1 <= r0) break;
       // The head and each row's log-softmax run on the model's device; only the rows' log-probs
-      // come back, and they are summed here in row order (the same bits as mean_window_nll).
+      // come back, and they are summed here in row order. On the CPU that is the same bits as
+      // mean_window_nll (the CPU matmul's rows do not depend on how many rows it is given; the
+      // tests check it); on a GPU, cuBLAS may round differently for other row counts.
       row_lp_.resize(static_cast<size_t>(r1 - r0));
       m_.output_logprobs(x.slice_rows(r0, r1), std::span(tokens).subspan(p0 + r0 + 1, r1 - r0), row_lp_.data());
       for (int64_t r = r0; r < r1; ++r) nll -= row_lp_[r - r0];

@@ -277,6 +277,9 @@ void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, 
     dump("v", li, v);
     ops::kv_store(k, kv.k(l), p0);
     ops::kv_store(v, kv.v(l), p0);
+    // ForwardStats' indexer and attention times: on the GPU the queued projections must finish
+    // first, or their time lands in the indexer's (a few microseconds of sync per layer).
+    if (dev == Device::CUDA) cuda::synchronize();
     auto t_attn = std::chrono::steady_clock::now();
     if (dsa_) {
       // F layers select with their own indexer; S layers keep the selection of the nearest
