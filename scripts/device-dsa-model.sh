@@ -12,6 +12,10 @@
 #                                             model, build, test, search, evaluate (perplexity, recall)
 #   scripts/device-dsa-model.sh speed DIR     (device, after two stage calls, or after run) prefill and
 #                                             decode speed, dense / DSA / IndexCache 1/2, 1/4 at 2K-8K
+#   scripts/device-dsa-model.sh sweep DIR CTX STEPS "4x64 8x64 ..."
+#                                             (device, after two stage calls) bench/indexer-shape-sweep.sh
+#                                             on the GPU: the warm-up per indexer shape, KL and recall
+#                                             on the calib split at CTX and 2 CTX
 #   scripts/device-dsa-model.sh passkey CFGS  (device) passkey retrieval of the named configurations
 #                                             (comma-separated names of the run's configurations)
 #   scripts/device-dsa-model.sh train DIR CTX STEPS [H D]
@@ -33,9 +37,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
-usage="usage: $0 stage|run|speed DIR | train DIR CTX STEPS [H D] | passkey CONFIGS"
+usage="usage: $0 stage|run|speed DIR | train DIR CTX STEPS [H D] | sweep DIR CTX STEPS SHAPES | passkey CONFIGS"
 mode=${1:?$usage}
-case $mode in stage | run | speed | train | passkey) ;; *) echo "$usage" >&2; exit 2 ;; esac
+case $mode in stage | run | speed | train | sweep | passkey) ;; *) echo "$usage" >&2; exit 2 ;; esac
 t_start=$(date +%s)  # the call's budgets count from here (the device tool stops a call at 600 s)
 model_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 icm=/tmp/icm
@@ -225,6 +229,18 @@ if [ "$mode" = speed ]; then
       fi
     done
   done
+  exit $status
+fi
+
+if [ "$mode" = sweep ]; then
+  ctx=${3:?sweep needs DIR CTX STEPS SHAPES}; steps=${4:?sweep needs DIR CTX STEPS SHAPES}; shapes=${5:?sweep needs SHAPES}
+  [ -d "$icm/data/corpus/train" ] || { note "FAIL: no train split staged (train.tar)"; exit 1; }
+  assemble_model
+  build_all
+  SWEEP_DIR=$LOG/sweep SWEEP_SHAPES=$shapes SWEEP_DEVICE=${IC_DEVICE:-cuda} IC_BIN=$ic SWEEP_DATA=$icm/data/corpus/train \
+    SWEEP_CALIB=$icm/data/corpus/calib SWEEP_BUDGET=$(( ${IC_SWEEP_BUDGET:-480} - ($(date +%s) - t_start) )) \
+    timeout $(( 570 - ($(date +%s) - t_start) )) bash "$src/bench/indexer-shape-sweep.sh" "$steps" "$ctx" "$topk" "$(nproc)" 2>&1 | tee -a "$summary" || status=1
+  rm -f "$LOG"/sweep/*.safetensors*
   exit $status
 fi
 
