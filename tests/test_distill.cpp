@@ -13,112 +13,17 @@
 #include "core/error.h"
 #include "indexcache/adamw.h"
 #include "indexcache/distill_loss.h"
+#include "distill_test_util.h"
 #include "indexcache/teacher.h"
 
 namespace ic {
 namespace {
 
+using namespace distill_test;
+
 constexpr double kU32 = 5.9604644775390625e-8;      // 2^-24
 constexpr double kU64 = 1.1102230246251565e-16;     // 2^-53
 double gamma(double n, double u) { return n * u / (1.0 - n * u); }
-
-Tensor random_tensor(const Shape& s, std::mt19937& gen, float sd) {
-  Tensor t = Tensor::empty(s, DType::F32);
-  std::normal_distribution<float> nd(0.0f, sd);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = nd(gen);
-  return t;
-}
-
-// Random weights with a non-trivial LayerNorm (scale ~ 1 +- 0.3, bias ~ +-0.3), so every
-// gradient path carries signal.
-IndexerWeights random_weights(const IndexerConfig& cfg, int64_t dim, std::mt19937& gen) {
-  IndexerWeights w = IndexerWeights::random(cfg, dim, gen());
-  std::normal_distribution<float> nd(0.0f, 0.3f);
-  for (int64_t c = 0; c < cfg.head_dim; ++c) {
-    w.k_norm.data<float>()[c] = 1.0f + nd(gen);
-    w.k_bias.data<float>()[c] = nd(gen);
-  }
-  return w;
-}
-
-// Random causal target rows: exp(normal) weights, about 1 in 5 set exactly to 0 (but never a
-// whole row), L1-normalised; zero past t.
-Tensor random_target(int64_t n, std::mt19937& gen) {
-  Tensor p = Tensor::zeros({n, n}, DType::F32);
-  std::normal_distribution<double> nd(0.0, 1.5);
-  std::uniform_int_distribution<int> drop(0, 4);
-  for (int64_t t = 0; t < n; ++t) {
-    std::vector<double> r(t + 1);
-    double z = 0.0;
-    for (int64_t s = 0; s <= t; ++s) z += (r[s] = (s == t || drop(gen)) ? std::exp(nd(gen)) : 0.0);
-    for (int64_t s = 0; s <= t; ++s) p.data<float>()[t * n + s] = static_cast<float>(r[s] / z);
-  }
-  return p;
-}
-
-// An independent double forward of the pre-activations a[t, h, s] = q[t, h] . k[s] and the
-// scores I[t, s] (RoPE by its definition: pair i of a head turns by pos * base^(-2i/rope_dim)).
-struct Forward {
-  std::vector<double> a, I;  // [n, H, n], [n, n]; zero for s > t
-  double max_q = 0, max_k = 0, max_w = 0, max_rstd = 0;  // max |q[t, h]|_2, |k[s]|_2, |w|, 1/sigma
-  std::vector<double> qn, kn, w;                          // |q[t, h]|_2 [n, H], |k[s]|_2 [n], w [n, H]
-};
-Forward forward(const IndexerConfig& cfg, const IndexerWeights& w, const Tensor& x) {
-  const int64_t n = x.dim(0), D = x.dim(1), H = cfg.n_heads, d = cfg.head_dim;
-  const auto rot = [&](std::vector<double>& v, int64_t t) {
-    for (int64_t i = 0; i < cfg.rope_dim / 2; ++i) {
-      const double th = t * std::pow(static_cast<double>(cfg.rope_base), -2.0 * i / cfg.rope_dim);
-      const bool adj = cfg.rope_style == ops::RopeStyle::kAdjacent;
-      const int64_t i0 = adj ? 2 * i : i, i1 = adj ? 2 * i + 1 : i + cfg.rope_dim / 2;
-      const double u = v[i0], z = v[i1];
-      v[i0] = u * std::cos(th) - z * std::sin(th);
-      v[i1] = u * std::sin(th) + z * std::cos(th);
-    }
-  };
-  const auto proj = [&](const Tensor& W, int64_t row, int64_t t) {
-    double s = 0.0;
-    for (int64_t j = 0; j < D; ++j) s += static_cast<double>(W.data<float>()[row * D + j]) * x.data<float>()[t * D + j];
-    return s;
-  };
-  std::vector<std::vector<double>> q(n * H, std::vector<double>(d)), k(n, std::vector<double>(d));
-  double rstd_max = 0.0;
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t c = 0; c < d; ++c) q[t * H + h][c] = proj(w.wq, h * d + c, t);
-      rot(q[t * H + h], t);
-    }
-    double mu = 0.0, var = 0.0;
-    for (int64_t c = 0; c < d; ++c) mu += (k[t][c] = proj(w.wk, c, t)) / d;
-    for (int64_t c = 0; c < d; ++c) var += (k[t][c] - mu) * (k[t][c] - mu) / d;
-    rstd_max = std::max(rstd_max, 1.0 / std::sqrt(var + cfg.norm_eps));
-    for (int64_t c = 0; c < d; ++c)
-      k[t][c] = (k[t][c] - mu) / std::sqrt(var + cfg.norm_eps) * w.k_norm.data<float>()[c] + w.k_bias.data<float>()[c];
-    rot(k[t], t);
-  }
-  Forward f{std::vector<double>(n * H * n, 0.0), std::vector<double>(n * n, 0.0)};
-  f.max_rstd = rstd_max;
-  const auto norm = [](const std::vector<double>& v) {
-    double s = 0.0;
-    for (double e : v) s += e * e;
-    return std::sqrt(s);
-  };
-  for (const auto& v : q) f.qn.push_back(norm(v)), f.max_q = std::max(f.max_q, norm(v));
-  for (const auto& v : k) f.kn.push_back(norm(v)), f.max_k = std::max(f.max_k, norm(v));
-  f.w.resize(n * H);
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t h = 0; h < H; ++h) {
-      const double wt = proj(w.wproj, h, t) * cfg.weight_scale();
-      f.max_w = std::max(f.max_w, std::abs(wt));
-      f.w[t * H + h] = wt;
-      for (int64_t s = 0; s <= t; ++s) {
-        double dot = 0.0;
-        for (int64_t c = 0; c < d; ++c) dot += q[t * H + h][c] * k[s][c];
-        f.a[(t * H + h) * n + s] = dot;
-        f.I[t * n + s] += wt * std::max(dot, 0.0);
-      }
-    }
-  return f;
-}
 
 Tensor* tensor_of(IndexerWeights& w, int i) {
   Tensor* ts[] = {&w.wq, &w.wk, &w.k_norm, &w.k_bias, &w.wproj};
@@ -235,19 +140,6 @@ TEST(DistillGrad, MatchesFiniteDifferencesSparse) {
   for (auto style : {ops::RopeStyle::kHalf, ops::RopeStyle::kAdjacent}) check_gradient_fd(small_config(style), true, 12);
 }
 
-double frob(const Tensor& t) {
-  double s = 0.0;
-  for (int64_t i = 0; i < t.numel(); ++i) s += static_cast<double>(t.data<float>()[i]) * t.data<float>()[i];
-  return std::sqrt(s);
-}
-double frob_diff(const Tensor& a, const Tensor& b) {
-  double s = 0.0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double e = static_cast<double>(a.data<float>()[i]) - b.data<float>()[i];
-    s += e * e;
-  }
-  return std::sqrt(s);
-}
 
 // ---------------------------------------------------------------------------------------
 // f32 fast path vs the double reference.

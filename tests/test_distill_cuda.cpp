@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "distill_test_util.h"
 #include "indexcache/distill_loss.h"
 #include "indexcache/teacher.h"
 #include "indexcache/text_data.h"
@@ -26,8 +27,10 @@
 namespace ic {
 namespace {
 
+using namespace distill_test;
 using test::gamma;
 using test::kU;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();  // target entries past the diagonal
 
 #define NEED_GPU() \
   if (!::ic::cuda_available()) GTEST_SKIP() << "no usable CUDA device (or a CPU-only build)"
@@ -36,41 +39,6 @@ const char* kNames[] = {"wq", "wk", "k_norm", "k_bias", "wproj"};
 const Tensor& part(const IndexerWeights& w, int i) {
   const Tensor* t[] = {&w.wq, &w.wk, &w.k_norm, &w.k_bias, &w.wproj};
   return *t[i];
-}
-
-Tensor random_tensor(const Shape& s, std::mt19937& gen, float sd) {
-  Tensor t = Tensor::empty(s, DType::F32);
-  std::normal_distribution<float> nd(0.0f, sd);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = nd(gen);
-  return t;
-}
-
-// Random weights with a non-trivial LayerNorm, so every gradient path carries signal.
-IndexerWeights random_weights(const IndexerConfig& cfg, int64_t dim, std::mt19937& gen) {
-  IndexerWeights w = IndexerWeights::random(cfg, dim, gen());
-  std::normal_distribution<float> nd(0.0f, 0.3f);
-  for (int64_t c = 0; c < cfg.head_dim; ++c) {
-    w.k_norm.data<float>()[c] = 1.0f + nd(gen);
-    w.k_bias.data<float>()[c] = nd(gen);
-  }
-  return w;
-}
-
-// Causal target rows (about 1 in 5 entries exactly 0, never a whole row), L1-normalised. The
-// entries past the diagonal are NaN: the contract ignores them, so any read of one poisons the
-// result.
-Tensor random_target(int64_t n, std::mt19937& gen) {
-  Tensor p = Tensor::empty({n, n}, DType::F32);
-  std::normal_distribution<double> nd(0.0, 1.5);
-  std::uniform_int_distribution<int> drop(0, 4);
-  for (int64_t t = 0; t < n; ++t) {
-    std::vector<double> r(t + 1);
-    double z = 0.0;
-    for (int64_t s = 0; s <= t; ++s) z += (r[s] = (s == t || drop(gen)) ? std::exp(nd(gen)) : 0.0);
-    for (int64_t s = 0; s < n; ++s)
-      p.data<float>()[t * n + s] = s <= t ? static_cast<float>(r[s] / z) : std::numeric_limits<float>::quiet_NaN();
-  }
-  return p;
 }
 
 // Random selections: indices in [-1, n) (future ones and duplicates included), row 3 (when it
@@ -93,80 +61,6 @@ void poison_device_heap() {
   Tensor dev = host.to(Device::CUDA);
 }
 
-// The double forward of the pre-activations and scores, for the tolerances: a[t, h, s], I[t, s],
-// |q[t, h]|, |k[s]|, w[t, h] (s <= t), max 1/sigma of the key LayerNorm.
-struct Forward {
-  std::vector<double> a, I, qn, kn, w;
-  double max_rstd = 0.0;
-};
-Forward forward(const IndexerConfig& cfg, const IndexerWeights& W, const Tensor& x) {
-  const int64_t n = x.dim(0), D = x.dim(1), H = cfg.n_heads, d = cfg.head_dim;
-  const auto rot = [&](double* v, int64_t t) {
-    for (int64_t i = 0; i < cfg.rope_dim / 2; ++i) {
-      const double th = t * std::pow(static_cast<double>(cfg.rope_base), -2.0 * i / cfg.rope_dim);
-      const bool adj = cfg.rope_style == ops::RopeStyle::kAdjacent;
-      const int64_t i0 = adj ? 2 * i : i, i1 = adj ? 2 * i + 1 : i + cfg.rope_dim / 2;
-      const double u = v[i0], z = v[i1];
-      v[i0] = u * std::cos(th) - z * std::sin(th);
-      v[i1] = u * std::sin(th) + z * std::cos(th);
-    }
-  };
-  const auto proj = [&](const Tensor& M, int64_t row, int64_t t) {
-    double s = 0.0;
-    for (int64_t j = 0; j < D; ++j) s += static_cast<double>(M.data<float>()[row * D + j]) * x.data<float>()[t * D + j];
-    return s;
-  };
-  std::vector<double> q(n * H * d), k(n * d);
-  Forward f;
-  f.w.resize(n * H);
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t c = 0; c < d; ++c) q[(t * H + h) * d + c] = proj(W.wq, h * d + c, t);
-      rot(&q[(t * H + h) * d], t);
-      f.w[t * H + h] = proj(W.wproj, h, t) * cfg.weight_scale();
-    }
-    double mu = 0.0, var = 0.0;
-    for (int64_t c = 0; c < d; ++c) mu += (k[t * d + c] = proj(W.wk, c, t)) / d;
-    for (int64_t c = 0; c < d; ++c) var += (k[t * d + c] - mu) * (k[t * d + c] - mu) / d;
-    f.max_rstd = std::max(f.max_rstd, 1.0 / std::sqrt(var + cfg.norm_eps));
-    for (int64_t c = 0; c < d; ++c)
-      k[t * d + c] = (k[t * d + c] - mu) / std::sqrt(var + cfg.norm_eps) * W.k_norm.data<float>()[c] +
-                     W.k_bias.data<float>()[c];
-    rot(&k[t * d], t);
-  }
-  const auto norm = [&](const double* v) {
-    double s = 0.0;
-    for (int64_t c = 0; c < d; ++c) s += v[c] * v[c];
-    return std::sqrt(s);
-  };
-  for (int64_t i = 0; i < n * H; ++i) f.qn.push_back(norm(&q[i * d]));
-  for (int64_t i = 0; i < n; ++i) f.kn.push_back(norm(&k[i * d]));
-  f.a.assign(n * H * n, 0.0);
-  f.I.assign(n * n, 0.0);
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t s = 0; s <= t; ++s) {
-        double dot = 0.0;
-        for (int64_t c = 0; c < d; ++c) dot += q[(t * H + h) * d + c] * k[s * d + c];
-        f.a[(t * H + h) * n + s] = dot;
-        f.I[t * n + s] += f.w[t * H + h] * std::max(dot, 0.0);
-      }
-  return f;
-}
-
-double frob(const Tensor& t) {
-  double s = 0.0;
-  for (int64_t i = 0; i < t.numel(); ++i) s += static_cast<double>(t.data<float>()[i]) * t.data<float>()[i];
-  return std::sqrt(s);
-}
-double frob_diff(const Tensor& a, const Tensor& b) {
-  double s = 0.0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double e = static_cast<double>(a.data<float>()[i]) - b.data<float>()[i];
-    s += e * e;
-  }
-  return std::sqrt(s);
-}
 bool all_finite(const IndexerWeights& g) {
   for (int i = 0; i < 5; ++i)
     for (int64_t j = 0; j < part(g, i).numel(); ++j)
@@ -211,7 +105,7 @@ void check_case(const Case& c, bool sparse, uint32_t seed) {
   cfg.topk = c.topk;
   const int64_t n = c.n, D = c.D;
   const IndexerWeights w = random_weights(cfg, D, gen);
-  DistillInput in{random_tensor({n, D}, gen, 1.0f), random_target(n, gen), Tensor()};
+  DistillInput in{random_tensor({n, D}, gen, 1.0f), random_target(n, gen, kNaN), Tensor()};
   if (sparse) in.selected = random_selected(n, std::max<int64_t>(4, n / 4), gen);
 
   IndexerWeights gr = IndexerWeights::zeros(cfg, D), gg = IndexerWeights::zeros(cfg, D);
@@ -385,7 +279,7 @@ TEST(DistillCuda, RejectsBadInputsOnTheDevice) {
   std::mt19937 gen(61);
   const IndexerWeights w = random_weights(cfg, 24, gen);
   const Tensor x = random_tensor({5, 24}, gen, 1.0f).to(Device::CUDA);
-  Tensor p = random_target(5, gen);
+  Tensor p = random_target(5, gen, kNaN);
   p.data<float>()[2 * 5 + 1] = -0.1f;
   try {
     distill_loss_cuda(cfg, w, {x, p.to(Device::CUDA), Tensor()}, nullptr);
@@ -396,7 +290,7 @@ TEST(DistillCuda, RejectsBadInputsOnTheDevice) {
   Tensor sel = Tensor::zeros({5, 2}, DType::I32);
   sel.data<int32_t>()[3] = 5;
   try {
-    distill_loss_cuda(cfg, w, {x, random_target(5, gen).to(Device::CUDA), sel.to(Device::CUDA)}, nullptr);
+    distill_loss_cuda(cfg, w, {x, random_target(5, gen, kNaN).to(Device::CUDA), sel.to(Device::CUDA)}, nullptr);
     ADD_FAILURE() << "selected index 5 of 5 accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("selected[1, 1] = 5"), std::string::npos) << e.what();
@@ -457,7 +351,7 @@ TEST(DistillCuda, CpuBuildRefusesTheCudaPath) {
   cfg.rope_dim = 8;
   std::mt19937 gen(81);
   const IndexerWeights w = random_weights(cfg, 24, gen);
-  const DistillInput in{random_tensor({5, 24}, gen, 1.0f), random_target(5, gen), Tensor()};
+  const DistillInput in{random_tensor({5, 24}, gen, 1.0f), random_target(5, gen, kNaN), Tensor()};
   try {
     distill_loss_cuda(cfg, w, in, nullptr);
     ADD_FAILURE() << "no error";

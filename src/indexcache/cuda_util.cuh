@@ -1,23 +1,17 @@
 #pragma once
 // Helpers shared by the GPU distillation files (distill_loss_cuda.cu, teacher_cuda.cu):
-// row-major f32 GEMMs through cuBLAS, fixed-order block reductions and owned device scratch.
+// row-major f32 GEMMs through cuBLAS and owned device scratch (block reductions: core/cuda_reduce.cuh).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <climits>
 #include <memory>
 
+#include "core/cublas_check.h"
 #include "core/cuda_check.h"
 #include "core/cuda_memory.h"
+#include "core/cuda_reduce.cuh"
 #include "core/error.h"
-
-#define IC_DISTILL_CUBLAS_CHECK(call)                                                               \
-  do {                                                                                              \
-    const cublasStatus_t ic_st_ = (call);                                                           \
-    if (ic_st_ != CUBLAS_STATUS_SUCCESS)                                                            \
-      ::ic::fail("cuBLAS error {} at {}:{}: {}", cublasGetStatusString(ic_st_), __FILE__, __LINE__, \
-                 #call);                                                                            \
-  } while (0)
 
 namespace ic::distill_cuda {
 
@@ -38,8 +32,8 @@ inline cublasHandle_t blas() {
   if (!handle.h || handle.device != dev) {
     if (handle.h) cublasDestroy(handle.h);
     handle.h = nullptr;
-    IC_DISTILL_CUBLAS_CHECK(cublasCreate(&handle.h));
-    IC_DISTILL_CUBLAS_CHECK(cublasSetStream(handle.h, nullptr));
+    IC_CUBLAS_CHECK(cublasCreate(&handle.h));
+    IC_CUBLAS_CHECK(cublasSetStream(handle.h, nullptr));
     handle.device = dev;
   }
   return handle.h;
@@ -62,40 +56,20 @@ inline void gemm_rm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alp
   const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int m = blas_int(N, "N"), n = blas_int(M, "M"), k = blas_int(K, "K");
   if (batch == 1) {
-    IC_DISTILL_CUBLAS_CHECK(cublasGemmEx(blas(), opb, opa, m, n, k, &alpha, B, CUDA_R_32F, blas_int(ldb, "ldb"), A,
+    IC_CUBLAS_CHECK(cublasGemmEx(blas(), opb, opa, m, n, k, &alpha, B, CUDA_R_32F, blas_int(ldb, "ldb"), A,
                                          CUDA_R_32F, blas_int(lda, "lda"), &beta, C, CUDA_R_32F,
                                          blas_int(ldc, "ldc"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return;
   }
-  IC_DISTILL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+  IC_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       blas(), opb, opa, m, n, k, &alpha, B, CUDA_R_32F, blas_int(ldb, "ldb"), stride_b, A, CUDA_R_32F,
       blas_int(lda, "lda"), stride_a, &beta, C, CUDA_R_32F, blas_int(ldc, "ldc"), stride_c, blas_int(batch, "batch"),
       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-// Reduces v over the block with `op`: butterfly shuffles inside each warp (the two partners add
-// the same two values, so every lane holds the same bits), then the warps' results in warp
-// order. Every thread gets the result; the same inputs give the same bits on every run.
-// scratch: [kThreads / 32] in shared memory. Must be reached by all threads of the block.
-template <int kThreads, typename T, typename Op>
-__device__ T block_reduce(T v, Op op, T* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // scratch may still be read by an earlier reduction
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  T r = scratch[0];
-  for (int w = 1; w < kThreads / 32; ++w) r = op(r, scratch[w]);
-  return r;
-}
-
-struct Add {
-  template <typename T>
-  __device__ T operator()(T a, T b) const { return a + b; }
-};
-struct Max {
-  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
+using cuda::Add;
+using cuda::block_reduce;
+using cuda::Max;
 
 // Owned device scratch of `count` elements of T (uninitialised; freed on scope exit).
 template <typename T>

@@ -6,16 +6,9 @@
 #include <climits>
 #include <memory>
 
+#include "core/cublas_check.h"
 #include "core/cuda_check.h"
 #include "ops/linear.h"
-
-#define IC_CUBLAS_CHECK(call)                                                                       \
-  do {                                                                                              \
-    const cublasStatus_t ic_st_ = (call);                                                           \
-    if (ic_st_ != CUBLAS_STATUS_SUCCESS)                                                            \
-      ::ic::fail("cuBLAS error {} at {}:{}: {}", cublasGetStatusString(ic_st_), __FILE__, __LINE__, \
-                 #call);                                                                            \
-  } while (0)
 
 namespace ic::ops::cuda {
 

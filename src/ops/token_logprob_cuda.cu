@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.h"
+#include "core/cuda_reduce.cuh"
 #include "ops/token_logprob.h"
 
 namespace ic::ops::cuda {
@@ -14,28 +15,17 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-
-template <typename Op>
-__device__ float block_reduce(float v, Op op, float* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // scratch may still be read by an earlier reduction
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float r = scratch[0];
-  for (int w = 1; w < kWarps; ++w) r = op(r, scratch[w]);
-  return r;
-}
+using ic::cuda::block_reduce;
 
 __global__ void token_logprob_kernel(const float* logits, const int32_t* target, float* out, int64_t vocab) {
   __shared__ float scratch[kWarps];
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   float mx = -INFINITY;
   for (int64_t v = threadIdx.x; v < vocab; v += kThreads) mx = fmaxf(mx, row[v]);
-  mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, scratch);
+  mx = block_reduce<kThreads>(mx, ic::cuda::Max{}, scratch);
   float sum = 0.0f;
   for (int64_t v = threadIdx.x; v < vocab; v += kThreads) sum += expf(row[v] - mx);
-  sum = block_reduce(sum, [](float a, float b) { return a + b; }, scratch);
+  sum = block_reduce<kThreads>(sum, ic::cuda::Add{}, scratch);
   if (threadIdx.x == 0) out[blockIdx.x] = row[target[blockIdx.x]] - mx - logf(sum);
 }
 
