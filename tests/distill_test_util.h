@@ -123,4 +123,55 @@ inline double frob_diff(const Tensor& a, const Tensor& b) {
   return std::sqrt(s);
 }
 
+// The scales the f32-vs-double tolerances are built from (tests/test_distill.cpp explains the
+// model): per row the largest |I| (max_I; loss_scale sums 1 + 2 max_I over rows), the largest
+// |x| row norm, the largest LayerNorm scale, and the gradient a ReLU kink flip could move:
+// a pre-activation with |a| < 4 gamma_{D+d} |q| |k| (eps_a) may change side in f32, moving the
+// gradients by <= |dL/dI[t,s]| |w[t,h]| max(|q[t,h]|, |k[s]|) max|x| J, dL/dI = softmax - p in
+// the row's support (dense: s <= t; sparse: the selected set), from the double forward.
+struct ErrorScales {
+  double max_I = 0.0, loss_scale = 0.0, max_x = 0.0, max_gamma = 0.0, flip = 0.0;
+  int64_t risky = 0;  // pre-activations within eps_a of the kink
+};
+inline ErrorScales error_scales(const IndexerConfig& cfg, const IndexerWeights& w, const Tensor& x, const Tensor& p,
+                                const Tensor& selected, const Forward& f, double u) {
+  const int64_t n = x.dim(0), D = x.dim(1), H = cfg.n_heads;
+  const bool sparse = selected.defined();
+  const auto gam = [u](double m) { return m * u / (1.0 - m * u); };
+  ErrorScales e;
+  for (int64_t t = 0; t < n; ++t) {
+    double m = 0.0;
+    for (int64_t s = 0; s <= t; ++s) m = std::max(m, std::abs(f.I[t * n + s]));
+    e.max_I = std::max(e.max_I, m);
+    e.loss_scale += 1 + 2 * m;
+    double xs = 0.0;
+    for (int64_t j = 0; j < D; ++j) xs += x.data<float>()[t * D + j] * x.data<float>()[t * D + j];
+    e.max_x = std::max(e.max_x, std::sqrt(xs));
+  }
+  for (int64_t c = 0; c < cfg.head_dim; ++c) e.max_gamma = std::max(e.max_gamma, std::abs(1.0 * w.k_norm.data<float>()[c]));
+  const double J = 1 + 2 * e.max_gamma * f.max_rstd;
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<bool> in_s(n, !sparse);
+    if (sparse)
+      for (int64_t j = 0; j < selected.dim(1); ++j) {
+        const int32_t v = selected.data<int32_t>()[t * selected.dim(1) + j];
+        if (v >= 0 && v <= t) in_s[v] = true;
+      }
+    double m = -INFINITY, z = 0.0, mass = 0.0;
+    for (int64_t s = 0; s <= t; ++s)
+      if (in_s[s]) m = std::max(m, f.I[t * n + s]), mass += p.data<float>()[t * n + s];
+    for (int64_t s = 0; s <= t; ++s) z += in_s[s] ? std::exp(f.I[t * n + s] - m) : 0.0;
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t s = 0; s <= t; ++s) {
+        const int64_t th = t * H + h;
+        if (std::abs(f.a[th * n + s]) >= 4 * gam(static_cast<double>(D + cfg.head_dim)) * f.qn[th] * f.kn[s]) continue;
+        ++e.risky;
+        const double g =
+            in_s[s] && mass > 0 ? std::abs(std::exp(f.I[t * n + s] - m) / z - p.data<float>()[t * n + s] / mass) : 0.0;
+        e.flip += g * std::abs(f.w[th]) * std::max(f.qn[th], f.kn[s]) * e.max_x * J;
+      }
+  }
+  return e;
+}
+
 }  // namespace ic::distill_test

@@ -116,41 +116,10 @@ void check_case(const Case& c, bool sparse, uint32_t seed) {
   ASSERT_TRUE(all_finite(gg)) << "a GPU kernel read scratch it never wrote (or p past the diagonal)";
 
   const Forward f = forward(cfg, w, in.x);
-  double max_I = 0.0, loss_scale = 0.0, max_x = 0.0, max_gamma = 0.0;
-  for (int64_t t = 0; t < n; ++t) {
-    double m = 0.0;
-    for (int64_t s = 0; s <= t; ++s) m = std::max(m, std::abs(f.I[t * n + s]));
-    max_I = std::max(max_I, m);
-    loss_scale += 1 + 2 * m;
-    double xs = 0.0;
-    for (int64_t j = 0; j < D; ++j) xs += in.x.data<float>()[t * D + j] * in.x.data<float>()[t * D + j];
-    max_x = std::max(max_x, std::sqrt(xs));
-  }
-  for (int64_t ch = 0; ch < c.d; ++ch) max_gamma = std::max(max_gamma, std::abs(1.0 * w.k_norm.data<float>()[ch]));
-  double flip = 0.0;
-  int64_t risky = 0;
-  const double J = 1 + 2 * max_gamma * f.max_rstd;
-  for (int64_t t = 0; t < n; ++t) {
-    std::vector<bool> in_s(n, !sparse);
-    if (sparse)
-      for (int64_t j = 0; j < in.selected.dim(1); ++j) {
-        const int32_t v = in.selected.data<int32_t>()[t * in.selected.dim(1) + j];
-        if (v >= 0 && v <= t) in_s[v] = true;
-      }
-    double m = -INFINITY, z = 0.0, mass = 0.0;
-    for (int64_t s = 0; s <= t; ++s)
-      if (in_s[s]) m = std::max(m, f.I[t * n + s]), mass += in.p.data<float>()[t * n + s];
-    for (int64_t s = 0; s <= t; ++s) z += in_s[s] ? std::exp(f.I[t * n + s] - m) : 0.0;
-    for (int64_t h = 0; h < c.H; ++h)
-      for (int64_t s = 0; s <= t; ++s) {
-        const int64_t th = t * c.H + h;
-        if (std::abs(f.a[th * n + s]) >= 4 * gamma(D + c.d) * f.qn[th] * f.kn[s]) continue;
-        ++risky;
-        const double g =
-            in_s[s] && mass > 0 ? std::abs(std::exp(f.I[t * n + s] - m) / z - in.p.data<float>()[t * n + s] / mass) : 0.0;
-        flip += g * std::abs(f.w[th]) * std::max(f.qn[th], f.kn[s]) * max_x * J;
-      }
-  }
+  const ErrorScales es = error_scales(cfg, w, in.x, in.p, in.selected, f, kU);
+  const double max_I = es.max_I, loss_scale = es.loss_scale, max_x = es.max_x, max_gamma = es.max_gamma;
+  const double flip = es.flip;
+  const int64_t risky = es.risky;
   const double gL = gamma(D + 3.0 * c.d + c.H + 3.0 * n + 1.0 * n * c.H);
 
   EXPECT_EQ(sg.rows, sr.rows);
