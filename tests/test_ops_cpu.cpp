@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "op_test_util.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
@@ -219,6 +220,22 @@ TEST(AttentionCpu, MatchesReferenceAcrossShapes) {
   check_attention(rng, 37, 0, 9, 3, 64, 1.0f);    // prefill, not a multiple of 8 or 16
   check_attention(rng, 20, 17, 4, 1, 32, 2.0f);   // prefill after a cached prefix, MQA
   check_attention(rng, 64, 0, 2, 2, 128, 3.0f);   // MHA, peaked softmax
+}
+
+// The same shapes on every instruction-set path this CPU has (ops/simd_dispatch.h: AVX-512 with
+// 64-byte vectors, AVX2 and baseline with pairs of 32-byte ones), each against the reference.
+TEST(AttentionCpu, EveryIsaPathMatchesReference) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512}) {
+    if (!cpu_supports(isa)) continue;
+    SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+    force_cpu_isa(isa);
+    check_attention(rng, 1, 300, 9, 3, 64, 1.0f);  // decode (attend_one)
+    check_attention(rng, 37, 0, 9, 3, 64, 1.0f);   // prefill (attend_tile)
+    check_attention(rng, 20, 17, 4, 1, 48, 2.0f);  // head_dim not a multiple of 16
+    force_cpu_isa(std::nullopt);
+  }
 }
 
 TEST(KvStoreCpu, WritesHeadMajorRows) {

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "ops/attention.h"
 #include "ops/simd.h"
+#include "ops/simd_dispatch.h"
 
 namespace ic::ops::cpu {
 
@@ -64,11 +65,12 @@ void transpose_keys(const float* k, int64_t n_keys, int64_t d, float* kt) {
 // online softmax over key blocks. `kt` holds the head's keys transposed (transpose_keys), from
 // key 0. Every step is written elementwise over the 16 keys of a block (maxima, exponentials and
 // sums kept as 16 lanes, folded once at the end) so the compiler vectorises all of it without
-// reassociating float sums on its own.
-IC_SIMD_CLONES
-void attend_tile(const AttentionParams& p, int64_t g, int64_t i0, int64_t i1, const float* kt, float* scratch) {
+// reassociating float sums on its own. V: the 16-lane vector type (ops/simd.h, simd_dispatch.h).
+template <class V>
+IC_INLINE void attend_tile_t(const AttentionParams& p, int64_t g, int64_t i0, int64_t i1, const float* kt,
+                             float* scratch) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  static_assert(kKeyBlock == 16, "one v16f of scores per key block");
+  static_assert(kKeyBlock == 16, "one 16-lane vector of scores per key block");
   const int64_t d = p.head_dim;
   const int64_t group = p.n_heads / p.n_kv_heads;
   const int64_t rows = (i1 - i0) * group;
@@ -80,7 +82,6 @@ void attend_tile(const AttentionParams& p, int64_t g, int64_t i0, int64_t i1, co
   std::fill(mx, mx + rows, kNegInf);
   std::fill(lanes, lanes + rows * kKeyBlock, 0.0f);
   const float* vh = p.v + g * p.kv_capacity * d;
-  const v16i lane_index = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   const int64_t n_keys = p.q_pos0 + i1;  // the last query of the tile sees this many keys
   float vtail[16];
   for (int64_t j0 = 0; j0 < n_keys; j0 += kKeyBlock) {
@@ -91,47 +92,48 @@ void attend_tile(const AttentionParams& p, int64_t g, int64_t i0, int64_t i1, co
       const int64_t visible = std::min<int64_t>(kKeyBlock, p.q_pos0 + i + 1 - j0);  // causal
       if (visible <= 0) continue;
       const float* q = p.q + (i * p.n_heads + h) * d;
-      v16f s = {};
-      for (int64_t c = 0; c < d; ++c) s += q[c] * load16(ktb + c * kKeyBlock);
-      s = lane_index < static_cast<int32_t>(visible) ? s * p.scale : v16f{} + kNegInf;
+      V s = {};
+      for (int64_t c = 0; c < d; ++c) s += q[c] * vload<V>(ktb + c * kKeyBlock);
+      s = keep_first(s * p.scale, static_cast<int32_t>(visible), kNegInf);
       const float new_max = std::max(mx[r], hmax(s));
       const float correction = exp_fast(mx[r] - new_max);
       s = exp_fast(s - new_max);
-      store16(lanes + r * kKeyBlock, load16(lanes + r * kKeyBlock) * correction + s);
+      vstore(lanes + r * kKeyBlock, vload<V>(lanes + r * kKeyBlock) * correction + s);
       mx[r] = new_max;
-      // 16 output dims at a time, the running sum held in a register across the keys.
+      // 16 output dims at a time, the running sum held in registers across the keys.
       float* a = acc + r * d16;
       const float* vb = vh + j0 * d;
       for (int64_t c0 = 0; c0 < d; c0 += 16) {
-        v16f t = load16(a + c0) * correction;
+        V t = vload<V>(a + c0) * correction;
         if (c0 + 16 <= d) {
-          for (int64_t j = 0; j < visible; ++j) t += s[j] * load16(vb + j * d + c0);
+          for (int64_t j = 0; j < visible; ++j) t += lane(s, j) * vload<V>(vb + j * d + c0);
         } else {  // head_dim not a multiple of 16: copy the tail so no load runs past the row
           for (int64_t j = 0; j < visible; ++j) {
             for (int64_t c = 0; c < 16; ++c) vtail[c] = c0 + c < d ? vb[j * d + c0 + c] : 0.0f;
-            t += s[j] * load16(vtail);
+            t += lane(s, j) * vload<V>(vtail);
           }
         }
-        store16(a + c0, t);
+        vstore(a + c0, t);
       }
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = i0 + r / group;
     const int64_t h = g * group + r % group;
-    const float l = hsum(load16(lanes + r * kKeyBlock));
+    const float l = hsum(vload<V>(lanes + r * kKeyBlock));
     float* o = p.out + (i * p.n_heads + h) * d;
     const float inv = 1.0f / l;
     for (int64_t c = 0; c < d; ++c) o[c] = acc[r * d16 + c] * inv;
     if (p.lse) p.lse[i * p.n_heads + h] = mx[r] + std::log(l);
   }
 }
+IC_SIMD_DISPATCH(attend_tile, attend_tile_t)
 
 // One query position i and one KV head for decode: with a single query there is nothing to
-// share a key transpose with, so scores are dot products along head_dim (v16 chunks), then a
-// two-pass softmax over the whole row and the weighted sum of values. Needs head_dim % 16 == 0.
-IC_SIMD_CLONES
-void attend_one(const AttentionParams& p, int64_t g, int64_t i, float* scratch) {
+// share a key transpose with, so scores are dot products along head_dim (16-lane chunks), then
+// a two-pass softmax over the whole row and the weighted sum of values. Needs head_dim % 16 == 0.
+template <class V>
+IC_INLINE void attend_one_t(const AttentionParams& p, int64_t g, int64_t i, float* scratch) {
   const int64_t d = p.head_dim;
   const int64_t group = p.n_heads / p.n_kv_heads;
   const int64_t n = p.q_pos0 + i + 1;
@@ -143,29 +145,30 @@ void attend_one(const AttentionParams& p, int64_t g, int64_t i, float* scratch) 
     float* s = scratch;  // [n]
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < n; ++j) {
-      v16f acc = {};
-      for (int64_t c = 0; c < d; c += 16) acc += load16(q + c) * load16(kh + j * d + c);
+      V acc = {};
+      for (int64_t c = 0; c < d; c += 16) acc += vload<V>(q + c) * vload<V>(kh + j * d + c);
       s[j] = hsum(acc) * p.scale;
       mx = std::max(mx, s[j]);
     }
-    v16f lanes = {};
+    V lanes = {};
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-      const v16f e = exp_fast(load16(s + j) - mx);
-      store16(s + j, e);
+      const V e = exp_fast(vload<V>(s + j) - mx);
+      vstore(s + j, e);
       lanes += e;
     }
     float sum = hsum(lanes);
     for (; j < n; ++j) sum += (s[j] = exp_fast(s[j] - mx));
     float* o = p.out + (i * p.n_heads + h) * d;
     for (int64_t c = 0; c < d; c += 16) {
-      v16f t = {};
-      for (int64_t k = 0; k < n; ++k) t += s[k] * load16(vh + k * d + c);
-      store16(o + c, t * (1.0f / sum));
+      V t = {};
+      for (int64_t k = 0; k < n; ++k) t += s[k] * vload<V>(vh + k * d + c);
+      vstore(o + c, t * (1.0f / sum));
     }
     if (p.lse) p.lse[i * p.n_heads + h] = mx + std::log(sum);
   }
 }
+IC_SIMD_DISPATCH(attend_one, attend_one_t)
 
 }  // namespace
 
