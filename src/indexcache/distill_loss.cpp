@@ -23,12 +23,11 @@
 #include "indexcache/teacher.h"
 #include "ops/rope.h"
 #include "ops/simd.h"
+#include "ops/simd_dispatch.h"
+#include "ops/simd_dispatch.h"
 
 namespace ic {
 
-using ops::load16;
-using ops::store16;
-using ops::v16f;
 
 namespace distill_detail {
 
@@ -85,16 +84,17 @@ namespace {
 
 // ---------------------------------------------------------------------------------------
 // C [M, N] (=|+=) A [M, K] B [K, N], row-major with leading dims. Register tiles of MR rows x
-// NV vectors of 16; every C element is one fixed-order sum over k (deterministic).
-template <int MR, int NV>
+// NV vectors of 16; every C element is one fixed-order sum over k (deterministic). V: the
+// 16-lane vector type of the ISA path (ops/simd_dispatch.h).
+template <class V, int MR, int NV>
 IC_INLINE void gemm_tile(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t K,
                          bool accumulate) {
-  v16f c[MR][NV];
+  V c[MR][NV];
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NV; ++j) c[i][j] = v16f{};
+    for (int j = 0; j < NV; ++j) c[i][j] = V{};
   for (int64_t k = 0; k < K; ++k) {
-    v16f b[NV];
-    for (int j = 0; j < NV; ++j) b[j] = load16(B + k * ldb + 16 * j);
+    V b[NV];
+    for (int j = 0; j < NV; ++j) b[j] = ops::vload<V>(B + k * ldb + 16 * j);
     for (int i = 0; i < MR; ++i) {
       const float a = A[i * lda + k];
       for (int j = 0; j < NV; ++j) c[i][j] += a * b[j];
@@ -103,16 +103,16 @@ IC_INLINE void gemm_tile(const float* A, int64_t lda, const float* B, int64_t ld
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NV; ++j) {
       float* out = C + i * ldc + 16 * j;
-      store16(out, accumulate ? load16(out) + c[i][j] : c[i][j]);
+      ops::vstore(out, accumulate ? ops::vload<V>(out) + c[i][j] : c[i][j]);
     }
 }
 
-template <int MR>
+template <class V, int MR>
 IC_INLINE void gemm_rows(int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                          int64_t ldc, bool accumulate) {
   int64_t n = 0;
-  for (; n + 64 <= N; n += 64) gemm_tile<MR, 4>(A, lda, B + n, ldb, C + n, ldc, K, accumulate);
-  for (; n + 16 <= N; n += 16) gemm_tile<MR, 1>(A, lda, B + n, ldb, C + n, ldc, K, accumulate);
+  for (; n + 64 <= N; n += 64) gemm_tile<V, MR, 4>(A, lda, B + n, ldb, C + n, ldc, K, accumulate);
+  for (; n + 16 <= N; n += 16) gemm_tile<V, MR, 1>(A, lda, B + n, ldb, C + n, ldc, K, accumulate);
   for (; n < N; ++n)
     for (int i = 0; i < MR; ++i) {
       float s = 0.0f;
@@ -121,13 +121,15 @@ IC_INLINE void gemm_rows(int64_t N, int64_t K, const float* A, int64_t lda, cons
     }
 }
 
-IC_SIMD_CLONES
-void gemm(int64_t M, int64_t N, int64_t K, const float* A /* [M, lda] */, int64_t lda,
-          const float* B /* [K, ldb] */, int64_t ldb, float* C /* [M, ldc] */, int64_t ldc, bool accumulate) {
+template <class V>
+IC_INLINE void gemm_t(int64_t M, int64_t N, int64_t K, const float* A /* [M, lda] */, int64_t lda,
+                      const float* B /* [K, ldb] */, int64_t ldb, float* C /* [M, ldc] */, int64_t ldc,
+                      bool accumulate) {
   int64_t m = 0;
-  for (; m + 4 <= M; m += 4) gemm_rows<4>(N, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
-  for (; m < M; ++m) gemm_rows<1>(N, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+  for (; m + 4 <= M; m += 4) gemm_rows<V, 4>(N, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+  for (; m < M; ++m) gemm_rows<V, 1>(N, K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
 }
+IC_SIMD_DISPATCH(gemm, gemm_t)
 
 // The same, rows of C split over threads in blocks of 16 (the split never changes a sum).
 void gemm_parallel(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
@@ -171,14 +173,14 @@ struct RowScratch {
 };
 
 // Pass A for query row t. Returns the row's stats.
-IC_SIMD_CLONES
-DistillStats row_forward_backward(const Work& W, int64_t t, RowScratch& rs) {
+template <class V>
+IC_INLINE DistillStats row_forward_backward_t(const Work& W, int64_t t, RowScratch& rs) {
   const int64_t H = W.H, d = W.d, ldn = W.ldn, len = t + 1;
   const float* q = W.Y + t * W.O;              // [H, d]
   const float* w = W.Y + t * W.O + H * d + d;  // [H]
   float* a = rs.a.data();
   float* score = rs.score.data();
-  gemm(H, len, d, q, d, W.KT, ldn, a, ldn, false);
+  gemm_t<V>(H, len, d, q, d, W.KT, ldn, a, ldn, false);
   for (int64_t s = 0; s < len; ++s) score[s] = 0.0f;
   for (int64_t h = 0; h < H; ++h)
     for (int64_t s = 0; s < len; ++s) score[s] += w[h] * std::max(a[h * ldn + s], 0.0f);
@@ -241,13 +243,12 @@ DistillStats row_forward_backward(const Work& W, int64_t t, RowScratch& rs) {
   for (int64_t h = 0; h < H; ++h) {
     const float* ah = a + h * ldn;
     float* bh = b + h * ldn;
-    v16f acc{};
+    V acc{};
     int64_t s = 0;
     for (; s + 16 <= len; s += 16) {
-      const v16f av = load16(ah + s), gv = load16(g + s);
-      const v16f relu = av > 0.0f ? av : v16f{};
-      acc += gv * relu;
-      store16(bh + s, av > 0.0f ? gv * w[h] : v16f{});
+      const V av = ops::vload<V>(ah + s), gv = ops::vload<V>(g + s);
+      acc += gv * ops::where_positive(av, av);
+      ops::vstore(bh + s, ops::where_positive(av, gv * w[h]));
     }
     float tail = 0.0f;
     for (; s < len; ++s) {
@@ -261,32 +262,35 @@ DistillStats row_forward_backward(const Work& W, int64_t t, RowScratch& rs) {
     for (int64_t c = 0; c < d; ++c) W.dQ[(t * H + h) * d + c] = ops::dot_f32(b + h * ldn, W.KT + c * ldn, len);
   return st;
 }
+IC_SIMD_DISPATCH(row_forward_backward, row_forward_backward_t)
 
 // Pass B for the 16 keys s0..s0+15: dK[s] = sum_{t >= s} sum_h G[t, s] w[t, h] [a > 0] q[t, h].
 // acc: [d, 16] scratch, lane l accumulating key s0 + l (unaligned loads/stores: the buffer
 // comes from code compiled for any ISA).
-IC_SIMD_CLONES
-void key_block_backward(const Work& W, int64_t s0, float* acc /* [d, 16] */, float* dK /* [n, d] */) {
+template <class V>
+IC_INLINE void key_block_backward_t(const Work& W, int64_t s0, float* acc /* [d, 16] */, float* dK /* [n, d] */) {
   const int64_t H = W.H, d = W.d;
   for (int64_t i = 0; i < d * 16; ++i) acc[i] = 0.0f;
   for (int64_t t = s0; t < W.n; ++t) {
-    const v16f gv = load16(W.G + t * W.ldn + s0);
+    const float* grow = W.G + t * W.ldn + s0;
     bool any = false;
-    for (int l = 0; l < 16; ++l) any |= gv[l] != 0.0f;
+    for (int l = 0; l < 16; ++l) any |= grow[l] != 0.0f;
     if (!any) continue;
+    const V gv = ops::vload<V>(grow);
     const float* q = W.Y + t * W.O;
     const float* w = q + H * d + d;
     for (int64_t h = 0; h < H; ++h) {
       const float* qh = q + h * d;
-      v16f a{};
-      for (int64_t c = 0; c < d; ++c) a += qh[c] * load16(W.KT + c * W.ldn + s0);
-      const v16f coef = a > 0.0f ? gv * w[h] : v16f{};
-      for (int64_t c = 0; c < d; ++c) store16(acc + 16 * c, load16(acc + 16 * c) + coef * qh[c]);
+      V a{};
+      for (int64_t c = 0; c < d; ++c) a += qh[c] * ops::vload<V>(W.KT + c * W.ldn + s0);
+      const V coef = ops::where_positive(a, gv * w[h]);
+      for (int64_t c = 0; c < d; ++c) ops::vstore(acc + 16 * c, ops::vload<V>(acc + 16 * c) + coef * qh[c]);
     }
   }
   for (int l = 0; l < 16 && s0 + l < W.n; ++l)
     for (int64_t c = 0; c < d; ++c) dK[(s0 + l) * d + c] = acc[16 * c + l];
 }
+IC_SIMD_DISPATCH(key_block_backward, key_block_backward_t)
 
 void rope_rows(float* x, const std::vector<int32_t>& pos, int64_t n, int64_t heads, int64_t stride,
                const IndexerConfig& cfg) {

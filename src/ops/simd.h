@@ -170,6 +170,9 @@ IC_INLINE float hsum(f32x16 v) {  // the same pairwise order as hsum(v16f)
     for (int i = 0; i < w; ++i) s[i] += s[i + w];
   return s[0];
 }
+// Lanes of x where a > 0, zero elsewhere (the ReLU's gate).
+IC_INLINE v16f where_positive(v16f a, v16f x) { return a > 0.0f ? x : v16f{}; }
+IC_INLINE f32x16 where_positive(f32x16 a, f32x16 x) { return {a.lo > 0.0f ? x.lo : v8f{}, a.hi > 0.0f ? x.hi : v8f{}}; }
 IC_INLINE float lane(v16f v, int64_t j) { return v[j]; }
 IC_INLINE float lane(f32x16 v, int64_t j) { return j < 8 ? v.lo[j] : v.hi[j - 8]; }
 

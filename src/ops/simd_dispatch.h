@@ -10,31 +10,31 @@
 #include "ops/simd.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define IC_SIMD_DISPATCH(name, kernel)                                                                       \
-  template <class... A>                                                                                      \
-  __attribute__((target("arch=x86-64-v4"))) void name##_avx512(A... a) {                                     \
-    kernel<::ic::ops::v16f>(a...);                                                                          \
-  }                                                                                                          \
-  template <class... A>                                                                                      \
-  __attribute__((target("arch=x86-64-v3"))) void name##_avx2(A... a) {                                       \
-    kernel<::ic::ops::f32x16>(a...);                                                                        \
-  }                                                                                                          \
-  template <class... A>                                                                                      \
-  void name##_base(A... a) {                                                                                 \
-    kernel<::ic::ops::f32x16>(a...);                                                                        \
-  }                                                                                                          \
-  template <class... A>                                                                                      \
-  void name(A... a) {                                                                                        \
-    switch (::ic::cpu_isa()) {                                                                               \
-      case ::ic::CpuIsa::Avx512: return name##_avx512(a...);                                                 \
-      case ::ic::CpuIsa::Avx2: return name##_avx2(a...);                                                     \
-      default: return name##_base(a...);                                                                     \
-    }                                                                                                        \
+#define IC_SIMD_DISPATCH(name, kernel)                                                        \
+  template <class... A>                                                                       \
+  __attribute__((target("arch=x86-64-v4"))) decltype(auto) name##_avx512(A&&... a) {          \
+    return kernel<::ic::ops::v16f>(static_cast<A&&>(a)...);                                  \
+  }                                                                                           \
+  template <class... A>                                                                       \
+  __attribute__((target("arch=x86-64-v3"))) decltype(auto) name##_avx2(A&&... a) {            \
+    return kernel<::ic::ops::f32x16>(static_cast<A&&>(a)...);                                \
+  }                                                                                           \
+  template <class... A>                                                                       \
+  decltype(auto) name##_base(A&&... a) {                                                      \
+    return kernel<::ic::ops::f32x16>(static_cast<A&&>(a)...);                                \
+  }                                                                                           \
+  template <class... A>                                                                       \
+  decltype(auto) name(A&&... a) {                                                             \
+    switch (::ic::cpu_isa()) {                                                                \
+      case ::ic::CpuIsa::Avx512: return name##_avx512(static_cast<A&&>(a)...);                \
+      case ::ic::CpuIsa::Avx2: return name##_avx2(static_cast<A&&>(a)...);                    \
+      default: return name##_base(static_cast<A&&>(a)...);                                    \
+    }                                                                                         \
   }
 #else
-#define IC_SIMD_DISPATCH(name, kernel) \
-  template <class... A>                \
-  void name(A... a) {                  \
-    kernel<::ic::ops::f32x16>(a...);   \
+#define IC_SIMD_DISPATCH(name, kernel)                              \
+  template <class... A>                                             \
+  decltype(auto) name(A&&... a) {                                   \
+    return kernel<::ic::ops::f32x16>(static_cast<A&&>(a)...);      \
   }
 #endif
