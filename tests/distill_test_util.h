@@ -174,4 +174,24 @@ inline ErrorScales error_scales(const IndexerConfig& cfg, const IndexerWeights& 
   return e;
 }
 
+// Targets with a known recall: row t puts 0.6 on its best-scoring key and 0.4 on its worst
+// (double forward f), so recall@topk is exactly 0.6 for rows t >= topk and 1 below. Returns p;
+// `recall` gets the expected mean.
+inline Tensor best_worst_targets(const Forward& f, int64_t n, int64_t topk, double& recall) {
+  Tensor p = Tensor::zeros({n, n}, DType::F32);
+  double expect = 0.0;
+  for (int64_t t = 0; t < n; ++t) {
+    int64_t best = 0, worst = 0;
+    for (int64_t s = 0; s <= t; ++s) {
+      if (f.I[t * n + s] > f.I[t * n + best]) best = s;
+      if (f.I[t * n + s] < f.I[t * n + worst]) worst = s;
+    }
+    p.data<float>()[t * n + best] += 0.6f;
+    p.data<float>()[t * n + worst] += 0.4f;
+    expect += t < topk ? 1.0 : 0.6;
+  }
+  recall = expect / static_cast<double>(n);
+  return p;
+}
+
 }  // namespace ic::distill_test

@@ -213,24 +213,14 @@ TEST(DistillCuda, RecallOnConstructedTargets) {
   IndexerWeights w = random_weights(cfg, D, gen);
   const Tensor x = random_tensor({n, D}, gen, 1.0f);
   const Forward f = forward(cfg, w, x);
-  Tensor p = Tensor::zeros({n, n}, DType::F32);
-  double expect = 0.0;
-  for (int64_t t = 0; t < n; ++t) {
-    int64_t best = 0, worst = 0;
-    for (int64_t s = 0; s <= t; ++s) {
-      if (f.I[t * n + s] > f.I[t * n + best]) best = s;
-      if (f.I[t * n + s] < f.I[t * n + worst]) worst = s;
-    }
-    p.data<float>()[t * n + best] += 0.6f;
-    p.data<float>()[t * n + worst] += 0.4f;
-    expect += t < cfg.topk ? 1.0 : 0.6;
-  }
-  EXPECT_NEAR(distill_loss_cuda(cfg, w, {x, p, Tensor()}, nullptr).recall(), expect / n, 1e-6);
+  double expect_recall = 0.0;
+  const Tensor p = best_worst_targets(f, n, cfg.topk, expect_recall);
+  EXPECT_NEAR(distill_loss_cuda(cfg, w, {x, p, Tensor()}, nullptr).recall(), expect_recall, 1e-6);
 
   // All scores 0: the top-k is s = 0..k-1; p puts 0.25 on s = 1 and 0.75 on s = t.
   std::fill(w.wproj.data<float>(), w.wproj.data<float>() + w.wproj.numel(), 0.0f);
   Tensor p2 = Tensor::zeros({n, n}, DType::F32);
-  expect = 0.0;
+  double expect = 0.0;
   for (int64_t t = 0; t < n; ++t) {
     p2.data<float>()[t * n + std::min<int64_t>(1, t)] += 0.25f;
     p2.data<float>()[t * n + t] += 0.75f;
