@@ -25,7 +25,8 @@
 #                                             dims, default 4 x 64), then training-aware uniform 1/2
 #                                             and 1/4 from it (STEPS/2 each), then held-out perplexity
 #                                             of all of them at 2K/4K/8K; the f16 indexer files come
-#                                             back in $OUT and stay in /tmp/icm/trained for a later
+#                                             back in $OUT (trained.tar.part_*: cat | tar x) and
+#                                             stay in /tmp/icm/trained for a later
 #                                             `run` with IC_INDEXERS_DIR=/tmp/icm/trained
 # From the session checkout (the device runs a copy of it):
 #   split -n 3 -d models/SmolLM2-135M-Instruct.Q4_1.gguf part_   (one part per call, in .mpartN/)
@@ -184,14 +185,15 @@ if [ "$mode" = train ]; then
     grep -E "^step|trained" "$LOG/train-$n.log" | tail -n 3 | tee -a "$summary"
     grep -E "^ *mean|recall" "$LOG/train-$n.log" | tail -n 2 | tee -a "$summary"
     rm -f "$out/$n.safetensors.ckpt"
-    # The tool brings back files up to 16 MiB: a 30-layer f16 file is 2 x 30 x (H D + D + H) x 576
-    # bytes (H 4 x D 64: 11 MB; H 8 x D 64 or more does not fit, and stays in $out).
-    cp "$out/$n.safetensors" "$OUT/"
   }
   half=$(( steps / 2 > 0 ? steps / 2 : 1 ))
   run_distill "$name-allF" "$steps" 55 --mode warmup &&
     { run_distill "$name-quarter" "$half" 50 --mode pattern --index-freq 4 --init "$out/$name-allF.safetensors"
       run_distill "$name-half" "$half" 100 --mode pattern --index-freq 2 --init "$out/$name-allF.safetensors"; }
+  # The tool brings back at most 8 files of up to 16 MiB each; a 30-layer f16 file is
+  # 2 x 30 x (H D + D + H) x 576 bytes (4 x 64: 11 MB, 8 x 64: 20 MB). So the trained files come
+  # back as one tar in parts of 15 MiB: cat trained.tar.part_* | tar x.
+  (cd "$out" && ls ./*.safetensors >/dev/null 2>&1 && tar cf - ./*.safetensors | split -b 15m -d - "$OUT/trained.tar.part_")
   held=$icm/data/corpus/heldout
   cfgs=(--config dense=dense)
   [ -f "$out/$name-allF.safetensors" ] && cfgs+=(--config dsa="$out/$name-allF.safetensors"
