@@ -34,7 +34,8 @@
 #   for train: a slice of the train split in the second call, e.g.
 #   tar cf .mpart2/train.tar $(find data/corpus/train -name '*.txt' | sort | head -n 80)
 #   run: scripts/device-dsa-model.sh stage .mpart1   carry [.mpart1]; then .mpart2; then run .mpart3
-#   (or train .mpart3 2048 300 instead of run; then run .mpart3 with IC_INDEXERS_DIR=/tmp/icm/trained)
+#   (or train .mpart3 2048 300 8 64 instead of run; then run .mpart3 with IC_INDEXERS_DIR=/tmp/icm/trained
+#   IC_INDEXER_NAME=smollm2-h8d64)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
@@ -93,6 +94,7 @@ fi
 ic=$build/indexcache
 # The indexers under test: the committed ones, or those a `train` call left on this machine.
 idx=${IC_INDEXERS_DIR:-$src/models/indexers}
+iname=${IC_INDEXER_NAME:-smollm2-h4d64}  # files $iname-{allF,half,quarter}.safetensors in $idx
 status=0
 assemble_model() {
   if [ ! -f "$model" ] || [ "$(sha256sum "$model" | cut -d' ' -f1)" != "$model_sha" ]; then
@@ -113,20 +115,20 @@ if [ "$mode" = run ]; then
 
   # The greedy search on the GPU, calibration split only (never the held-out one).
   t=$(date +%s)
-  "$ic" search --device cuda --indexers "$idx/smollm2-h4d64-allF.safetensors" --topk "$topk" -f "$icm/data/corpus/calib" \
+  "$ic" search --device cuda --indexers "$idx/${iname}-allF.safetensors" --topk "$topk" -f "$icm/data/corpus/calib" \
     -c 2048 --windows "${IC_SEARCH_WINDOWS:-8}" --seed 7 --json "$OUT/search.json" --svg "$OUT/search.svg" >"$LOG/search.log" 2>"$LOG/search.err" || { status=1; note "FAIL: search"; tail -5 "$LOG/search.err"; }
   note "search (GPU, ${IC_SEARCH_WINDOWS:-8} x 2048 calibration tokens, k $topk): $(( $(date +%s) - t )) s"
   grep -E "1/2|1/4|1/8|cost|evaluations" "$LOG/search.log" | head -12 | tee -a "$summary"
   cp "$OUT/search.json" "$icm/search.json" 2>/dev/null
 
   held=$icm/data/corpus/heldout
-  configs=(--config dense=dense --config dsa="$idx/smollm2-h4d64-allF.safetensors"
-    --config uniform-1/2="$idx/smollm2-h4d64-allF.safetensors@freq=2" --config uniform-1/4="$idx/smollm2-h4d64-allF.safetensors@freq=4"
-    --config uniform-1/8="$idx/smollm2-h4d64-allF.safetensors@freq=8"
-    --config searched-1/2="$idx/smollm2-h4d64-allF.safetensors@search=$icm/search.json:1/2"
-    --config searched-1/4="$idx/smollm2-h4d64-allF.safetensors@search=$icm/search.json:1/4"
-    --config searched-1/8="$idx/smollm2-h4d64-allF.safetensors@search=$icm/search.json:1/8"
-    --config trained-1/2="$idx/smollm2-h4d64-half.safetensors" --config trained-1/4="$idx/smollm2-h4d64-quarter.safetensors")
+  configs=(--config dense=dense --config dsa="$idx/${iname}-allF.safetensors"
+    --config uniform-1/2="$idx/${iname}-allF.safetensors@freq=2" --config uniform-1/4="$idx/${iname}-allF.safetensors@freq=4"
+    --config uniform-1/8="$idx/${iname}-allF.safetensors@freq=8"
+    --config searched-1/2="$idx/${iname}-allF.safetensors@search=$icm/search.json:1/2"
+    --config searched-1/4="$idx/${iname}-allF.safetensors@search=$icm/search.json:1/4"
+    --config searched-1/8="$idx/${iname}-allF.safetensors@search=$icm/search.json:1/8"
+    --config trained-1/2="$idx/${iname}-half.safetensors" --config trained-1/4="$idx/${iname}-quarter.safetensors")
   printf '%s\n' "${configs[@]}" >"$icm/configs.txt"
   t=$(date +%s)
   "$ic" eval --device cuda "${configs[@]}" --topk "$topk" -f "$held" --max-tokens "${IC_EVAL_TOKENS:-65536}" --sections ppl \
@@ -136,7 +138,7 @@ if [ "$mode" = run ]; then
   # The top-k sweep of the all-F indexers: DSA against dense at each context.
   t=$(date +%s)
   for k in 64 128 512 1024; do
-    "$ic" eval --device cuda --config dsa-k$k="$idx/smollm2-h4d64-allF.safetensors" --topk "$k" -f "$held" --max-tokens 32768 \
+    "$ic" eval --device cuda --config dsa-k$k="$idx/${iname}-allF.safetensors" --topk "$k" -f "$held" --max-tokens 32768 \
       --sections ppl --json "$LOG/sweep-k$k.json" >/dev/null 2>>"$LOG/sweep.err" || { status=1; note "FAIL: sweep k $k"; }
   done
   python3 - "$LOG" <<'PY' >"$LOG/sweep.md"
@@ -149,7 +151,7 @@ print("\n".join(rows))
 PY
   rm -f "$LOG"/sweep-k*.json
   note "top-k sweep: $(( $(date +%s) - t )) s"; cat "$LOG/sweep.md" | tee -a "$summary"
-  "$ic" overlap --device cuda --indexers "$idx/smollm2-h4d64-allF.safetensors" --topk "$topk" -f "$held/austen/persuasion.txt" --ctx 2048 \
+  "$ic" overlap --device cuda --indexers "$idx/${iname}-allF.safetensors" --topk "$topk" -f "$held/austen/persuasion.txt" --ctx 2048 \
     --pattern "search=$icm/search.json:1/4" --json "$OUT/overlap.json" --svg "$OUT/overlap.svg" >/dev/null 2>"$LOG/overlap.err" ||
     { note "overlap failed: $(tail -3 "$LOG/overlap.err")"; }
   exit $status
@@ -213,7 +215,7 @@ if [ "$mode" = speed ]; then
   # speed does not depend on what the indexers learned). SmolLM2's context ends at 8,192.
   assemble_model
   build_all
-  f=$idx/smollm2-h4d64-allF.safetensors
+  f=$idx/${iname}-allF.safetensors
   note "| context | model | threads | prefill tokens | prefill tok/s | indexer % | attention % | decode tokens | decode tok/s | peak RSS MiB |"
   note "|---|---|---|---|---|---|---|---|---|---|"
   for ctx in ${IC_SPEED_CONTEXTS:-2048 4096 8192}; do
