@@ -16,6 +16,7 @@
 #include "io/gguf_writer.h"
 #include "model/dsa.h"
 #include "model/llama.h"
+#include "test_util.h"
 
 namespace ic {
 namespace {
@@ -35,25 +36,6 @@ Tensor ones(int64_t n) {
   return t;
 }
 
-// A byte-level vocabulary of the 256 byte tokens (as GPT-2 maps bytes to printable characters).
-std::vector<std::string> byte_tokens() {
-  std::vector<std::string> tokens;
-  uint32_t next = 256;
-  for (uint32_t b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-    const uint32_t cp = printable ? b : next++;
-    std::string s;
-    if (cp < 0x80) {
-      s += static_cast<char>(cp);
-    } else {
-      s += static_cast<char>(0xC0 | (cp >> 6));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    tokens.push_back(s);
-  }
-  return tokens;
-}
-
 // Writes a random F32 llama model; layer `dead_attention` (if >= 0) gets a zero attention output
 // projection, so its attention, and with it its selection, has no effect on anything.
 std::string write_tiny_model(uint64_t seed, int64_t dead_attention = -1) {
@@ -70,7 +52,7 @@ std::string write_tiny_model(uint64_t seed, int64_t dead_attention = -1) {
   w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
   w.add_string("tokenizer.ggml.model", "gpt2");
   w.add_string("tokenizer.ggml.pre", "gpt2");
-  w.add_string_array("tokenizer.ggml.tokens", byte_tokens());
+  w.add_string_array("tokenizer.ggml.tokens", test::byte_level_tokens());
   const float s_in = 1.0f / std::sqrt(static_cast<float>(kDim)), s_ffn = 1.0f / std::sqrt(static_cast<float>(kFfn));
   const int64_t kv = kKvHeads * (kDim / kHeads);
   w.add_tensor("token_embd.weight", random_matrix(rng, kVocab, kDim, 0.5f));

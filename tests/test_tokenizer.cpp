@@ -110,19 +110,7 @@ TEST(MergeTable, GrowsAndKeepsFirstRank) {
 TokenizerData tiny_data(std::vector<std::string> extra, std::vector<std::string> merges) {
   TokenizerData d;
   d.pre = "gpt2";
-  uint32_t next = 256;
-  for (uint32_t b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-    const uint32_t cp = printable ? b : next++;
-    std::string s;
-    if (cp < 0x80) {
-      s += static_cast<char>(cp);
-    } else {
-      s += static_cast<char>(0xC0 | (cp >> 6));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    d.tokens.push_back(s);
-  }
+  d.tokens = test::byte_level_tokens();
   for (auto& t : extra) d.tokens.push_back(std::move(t));
   d.merges = std::move(merges);
   return d;

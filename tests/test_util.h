@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace ic::test {
 
@@ -43,6 +44,27 @@ inline std::string test_model_path_or_skip() {
   std::string path = find_test_model();
   if (path.empty()) skip_or_fail_without_model();
   return path;
+}
+
+// The 256 byte tokens of a GPT-2 byte-level vocabulary, in byte order, written out from
+// bytes_to_unicode's definition (printable Latin-1 bytes stand for themselves, the other 68 for
+// U+0100.. in order), independently of io/tokenizer.cpp.
+inline std::vector<std::string> byte_level_tokens() {
+  std::vector<std::string> tokens;
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    const uint32_t cp = printable ? b : next++;
+    std::string s;
+    if (cp < 0x80) {
+      s += static_cast<char>(cp);
+    } else {
+      s += static_cast<char>(0xC0 | (cp >> 6));
+      s += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    tokens.push_back(s);
+  }
+  return tokens;
 }
 
 }  // namespace ic::test

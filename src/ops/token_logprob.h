@@ -22,7 +22,9 @@ struct TokenLogprobParams {
 void token_logprob(const Tensor& logits, const Tensor& target, Tensor& out);
 
 namespace cpu {
-// Max and sum of exponentials in double: the reference (and the CPU engine's own loss).
+// log p(target) of one row of `vocab` logits: max and sum of exponentials in double.
+double row_logprob(const float* logits, int64_t vocab, int32_t target);
+// row_logprob of every row, rounded to f32: the reference (and the CPU engine's own loss).
 void token_logprob(const TokenLogprobParams& p);
 }  // namespace cpu
 namespace cuda {

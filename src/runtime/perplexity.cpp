@@ -5,15 +5,12 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ops/token_logprob.h"
 
 namespace ic {
 
 double log_prob(std::span<const float> logits, int32_t target) {
-  double mx = logits[0];
-  for (float v : logits) mx = std::max(mx, static_cast<double>(v));
-  double sum = 0.0;
-  for (float v : logits) sum += std::exp(v - mx);
-  return logits[target] - mx - std::log(sum);
+  return ops::cpu::row_logprob(logits.data(), static_cast<int64_t>(logits.size()), target);
 }
 
 double PerplexityResult::ppl_from(int64_t min_position) const {

@@ -33,7 +33,7 @@ struct PerplexityProgress {
 PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, int64_t ctx,
                             const std::function<void(const PerplexityProgress&)>& progress = nullptr);
 
-// log p(target) from one row of logits, computed stably in double.
+// log p(target) from one row of logits, computed stably in double (ops::cpu::row_logprob).
 double log_prob(std::span<const float> logits, int32_t target);
 
 }  // namespace ic
