@@ -172,8 +172,9 @@ if [ "$mode" = train ]; then
   note "GPU trainer tests with the model: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]' "$LOG/tests-trainer.log" | tr '\n' ' ')"
   # The warm-up from scratch, then the training-aware patterns from it (scripts/train-indexers' recipe
   # at CTX-token windows). Shares of what is left: the warm-up at most 55 %, each pattern run at
-  # most half of what remains after keeping 60 s for the evaluation. A run stopped by its share
-  # keeps its checkpoint in $out (resume it in a later call on the same machine with --resume).
+  # most half of what remains after keeping 60 s for the evaluation, given to distill as
+  # --time-limit: a run that does not fit stops after the last step that does, writes its file
+  # from there (its metadata says so) and keeps its checkpoint in $out (--resume continues it).
   dev=${IC_DEVICE:-cuda}  # IC_DEVICE=cpu: a small dry run of this mode off the device
   common=(--device "$dev" --data "$icm/data/corpus/train" --heldout "$icm/data/corpus/calib" --heldout-windows 2
           --heads "$H" --head-dim "$D" --topk "$topk" -c "$ctx" -b 2 -s 1 --save-every 50 --save-dtype f16)
@@ -181,12 +182,12 @@ if [ "$mode" = train ]; then
     local n=$1 st=$2 share=$3; shift 3
     local t=$(date +%s) cap=$(( ($(left) - 60) * share / 100 ))
     [ "$cap" -gt 20 ] || { note "distill $n: skipped, time budget spent"; return 1; }
-    timeout "$cap" "$ic" distill "${common[@]}" --steps "$st" -o "$out/$n.safetensors" "$@" >"$LOG/train-$n.log" 2>&1 ||
+    timeout $(( cap + 60 )) "$ic" distill "${common[@]}" --steps "$st" --time-limit "$cap" -o "$out/$n.safetensors" "$@" >"$LOG/train-$n.log" 2>&1 ||
       { status=1; note "FAIL: distill $n (stopped after $(( $(date +%s) - t )) s of $cap)"; tail -3 "$LOG/train-$n.log" | tee -a "$summary"; return 1; }
     note "distill $n (ctx $ctx, $st steps): $(( $(date +%s) - t )) s"
-    grep -E "^step|trained" "$LOG/train-$n.log" | tail -n 3 | tee -a "$summary"
+    grep -E "^step|trained|stopped by" "$LOG/train-$n.log" | tail -n 4 | tee -a "$summary"
     grep -E "^ *mean|recall" "$LOG/train-$n.log" | tail -n 2 | tee -a "$summary"
-    rm -f "$out/$n.safetensors.ckpt"
+    grep -q "stopped by" "$LOG/train-$n.log" || rm -f "$out/$n.safetensors.ckpt"
   }
   half=$(( steps / 2 > 0 ? steps / 2 : 1 ))
   run_distill "$name-allF" "$steps" 55 --mode warmup &&

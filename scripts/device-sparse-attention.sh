@@ -17,7 +17,7 @@
 #    decode at batch 1 and 64 (both kernels, bf16 and fp8), GQA prefill and decode, each
 #    checked against the CPU reference on sampled tokens;
 # 4. the plain PyTorch versions: an independent check of our output, then their times.
-# 5. one MLA prefill launch (the wgmma kernel) under ncu, for where its time goes.
+# 5. one MLA prefill launch (the wgmma kernel) under ncu, for where its time goes (SA_NCU=0: skipped).
 # "quick" skips the PyTorch timings.
 # Logs: $OUT/sa_summary.txt (the table), sa_build.log, sa_tests.log, sa_memcheck.log, sa_bench.log,
 # sa_torch.log, sa_ncu.log ($OUT defaults to ./device-out off the device tool).
@@ -75,7 +75,7 @@ mkdir -p /tmp/sa_dump
 tee -a "$summary" <"$OUT/sa_bench.log"
 
 # Where the MLA prefill kernel's time goes: one launch under Nsight Compute (clocks left alone).
-if command -v ncu >/dev/null; then
+if [ "${SA_NCU:-1}" = 1 ] && command -v ncu >/dev/null; then  # SA_NCU=0 skips it
   timeout 60 ncu --clock-control none -k regex:sparse_mla_wgmma_kernel -c 1 --section SpeedOfLight \
     --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy "$bench" profile \
     >"$OUT/sa_ncu.log" 2>&1

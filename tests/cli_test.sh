@@ -98,6 +98,18 @@ PY
     # A resumed run refuses another configuration, naming the field.
     expect_error "lr = '0.01', this run has lr = '0.02'" "$bin" distill "${common[@]/0.01/0.02}" \
       --resume "$tmp/idx.safetensors.ckpt"
+    # --time-limit: one step always runs; the output and checkpoint say where it stopped; --resume ends the run.
+    tl=(-m "$model" --data "$tmp/train" --heads 2 --head-dim 32 --topk 16 -c 64 -b 2 --steps 6 -o "$tmp/tl.safetensors")
+    "$bin" distill "${tl[@]}" --time-limit 0.001 >/dev/null 2>"$tmp/err" || fail "distill --time-limit failed: $(cat "$tmp/err")"
+    grep -q "stopped by --time-limit 0 s after step 1 of 6" "$tmp/err" || fail "no stop line: $(cat "$tmp/err")"
+    python3 - "$tmp/tl.safetensors" <<'PY' || fail "steps_done metadata"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
+assert meta["indexcache.steps_done"] == "1 of 6 (stopped by --time-limit)", meta["indexcache.steps_done"]
+PY
+    "$bin" distill "${tl[@]}" --resume "$tmp/tl.safetensors.ckpt" >/dev/null 2>"$tmp/err" || fail "resume failed: $(cat "$tmp/err")"
+    grep -q "step 6/6 | loss" "$tmp/err" && ! grep -q "stopped by" "$tmp/err" || fail "resume did not finish: $(cat "$tmp/err")"
     expect_error "too little text" "$bin" distill -m "$model" --data "$tmp/held.txt" -c 4000 -o "$tmp/x.safetensors"
     expect_error "needs --data" "$bin" distill -m "$model" -o "$tmp/x.safetensors" ;;
   eval)

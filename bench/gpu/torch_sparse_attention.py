@@ -9,6 +9,7 @@ baseline the CUDA kernels are timed against, and an independent check of their o
 Counts as in bench/gpu/sparse_attention_bench.cu: MLA FLOPs n_q*H*k*2*(576+512), bytes
 n_q*k*1152 + q + out + indices; GQA FLOPs n_q*H*k*4*D, bytes n_q*G*k*2*D*elt + q + out + indices.
 """
+import itertools
 import math
 import os
 import sys
@@ -125,25 +126,26 @@ def time_all():
             fl = T * H * 2048 * 2 * 1088
             print(f"torch mla prefill T={T} H={H} k=2048 ctx={ctx}: {ms:.3f} ms, {fl / ms / 1e9:.1f} TFLOP/s")
             del q, kv, idx
-    for H in (64, 128):
-        for B in (1, 64):
-            region = 32768
-            q, kv = rand_bf16(B, H, 576), rand_bf16(B * region, 576)
-            idx = (torch.randint(0, region, (B, 2048), device=DEV, dtype=torch.int32, generator=g)
-                   + torch.arange(B, device=DEV, dtype=torch.int32)[:, None] * region)
-            ms = bench(lambda: mla_torch(q, kv, idx, scale, torch.bfloat16))
-            by = B * 2048 * 1152 + B * H * (576 * 2 + 512 * 4 + 4) + B * 2048 * 4
-            print(f"torch mla decode B={B} H={H} k=2048: {ms:.3f} ms, {by / ms / 1e6:.0f} GB/s")
-            del q, kv, idx
-    for dt, elt in ((torch.float32, 4), (torch.bfloat16, 2)):
-        for T in (4096, 1):
-            q = torch.randn(T, 9, 64, device=DEV)
-            kc, vc = torch.randn(3, 16384, 64, device=DEV, dtype=dt), torch.randn(3, 16384, 64, device=DEV, dtype=dt)
-            idx = torch.randint(0, 16384, (T, 2048), device=DEV, dtype=torch.int32, generator=g)
-            ms = bench(lambda: gqa_torch(q, kc, vc, idx, 0.125))
-            by = T * 3 * 2048 * 2 * 64 * elt + T * 9 * (64 * 8 + 4) + T * 2048 * 4
-            print(f"torch gqa {'prefill' if T > 1 else 'decode'} {str(dt)[6:]} T={T} H=9/3 D=64 k=2048: "
-                  f"{ms:.3f} ms, {by / ms / 1e6:.0f} GB/s")
+    # Decode at every context length, as the CUDA bench: each sequence owns `region` cache rows.
+    for region, H, B in itertools.product((10240, 61440, 122880, 204800), (64, 128), (1, 64)):
+        q, kv = rand_bf16(B, H, 576), rand_bf16(B * region, 576)
+        idx = (torch.randint(0, region, (B, 2048), device=DEV, dtype=torch.int32, generator=g)
+               + torch.arange(B, device=DEV, dtype=torch.int32)[:, None] * region)
+        ms = bench(lambda: mla_torch(q, kv, idx, scale, torch.bfloat16))
+        by = B * 2048 * 1152 + B * H * (576 * 2 + 512 * 4 + 4) + B * 2048 * 4
+        print(f"torch mla decode B={B} H={H} k=2048 ctx={region}: {ms:.3f} ms, {by / ms / 1e6:.0f} GB/s")
+        del q, kv, idx
+    # GQA (SmolLM2's shape) over one cache of every length: prefill (4096 queries), decode at batch 64 and 1.
+    for (dt, elt), cap, T in itertools.product(((torch.float32, 4), (torch.bfloat16, 2)),
+                                               (10240, 61440, 122880, 204800), (4096, 64, 1)):
+        q = torch.randn(T, 9, 64, device=DEV)
+        kc, vc = torch.randn(3, cap, 64, device=DEV, dtype=dt), torch.randn(3, cap, 64, device=DEV, dtype=dt)
+        idx = torch.randint(0, cap, (T, 2048), device=DEV, dtype=torch.int32, generator=g)
+        ms = bench(lambda: gqa_torch(q, kc, vc, idx, 0.125))
+        by = T * 3 * 2048 * 2 * 64 * elt + T * 9 * (64 * 8 + 4) + T * 2048 * 4
+        print(f"torch gqa {'prefill' if T > 64 else 'decode'} {str(dt)[6:]} T={T} H=9/3 D=64 k=2048 ctx={cap}: "
+              f"{ms:.3f} ms, {by / ms / 1e6:.0f} GB/s")
+        del q, kc, vc, idx
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -24,9 +25,15 @@ struct DistillArgs {
   AdamWConfig acfg;
   int64_t ctx = 512, batch = 4, steps = 100, save_every = 0, heldout_windows = 8, max_tokens = 0, log_every = 1;
   uint64_t seed = 0;
+  double time_limit = 0.0;  // seconds from the command's start; 0: none
   bool rope_dim_given = false, topk_given = false, eval_only = false, json = false;
   std::string command_line;
+  std::chrono::steady_clock::time_point started;
 };
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 std::string data_summary(const char* split, const std::vector<std::string>& paths, const TextWindows& w) {
   return fmt::format("{}: {} ({} files, {} tokens, {} windows of {}, fingerprint {})", split, fmt::join(paths, ", "),
@@ -140,7 +147,14 @@ void run(DistillArgs a) {
 
   double seconds = 0.0, forward_s = 0.0, teacher_s = 0.0, loss_s = 0.0;
   int64_t tokens = 0, steps_run = 0;
+  bool stopped = false;  // by --time-limit, before the last step
   while (!trainer.done()) {
+    // --time-limit: at least one step, then only a step that the mean step time says still fits.
+    if (a.time_limit > 0 && steps_run > 0 &&
+        seconds_since(a.started) + seconds / static_cast<double>(steps_run) > a.time_limit) {
+      stopped = true;
+      break;
+    }
     const StepReport r = trainer.step();
     seconds += r.seconds;
     forward_s += r.forward_s;
@@ -157,6 +171,11 @@ void run(DistillArgs a) {
     if (a.save_every > 0 && r.step % a.save_every == 0 && r.step != r.total) trainer.save_checkpoint(ckpt);
   }
   trainer.save_checkpoint(ckpt);
+  if (stopped)
+    std::fprintf(stderr,
+                 "stopped by --time-limit %.0f s after step %lld of %lld (the learning rate had not finished its "
+                 "schedule); the output is written from this step, --resume %s continues the run\n",
+                 a.time_limit, (long long)trainer.steps_done(), (long long)trainer.total_steps(), ckpt.c_str());
   if (steps_run > 0)
     std::fprintf(stderr,
                  "trained %lld steps in %.1f s (forward %.1f, teacher %.1f, loss+grad %.1f): %.0f tokens/s, %.0f "
@@ -170,6 +189,8 @@ void run(DistillArgs a) {
     for (const auto& [k, v] : trainer.run_fields()) kv.push_back(k + "=" + v);
     return fmt::format("{}", fmt::join(kv, ", "));
   }());
+  spec.metadata["indexcache.steps_done"] = fmt::format("{} of {}{}", trainer.steps_done(), trainer.total_steps(),
+                                                      stopped ? " (stopped by --time-limit)" : "");
   spec.metadata["indexcache.data"] =
       held ? data_summary("train", a.data, train) + "; " + data_summary("heldout", a.heldout, *held)
            : data_summary("train", a.data, train);
@@ -228,12 +249,17 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint file (default: OUTPUT.ckpt)");
   cmd->add_option("--resume", a->resume, "Continue from this checkpoint (same configuration required)")
       ->check(CLI::ExistingFile);
+  cmd->add_option("--time-limit", a->time_limit,
+                  "Stop after the last step that fits in this many seconds from the start (checkpoint and output "
+                  "are written; --resume continues)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--log-every", a->log_every, "Progress line every N steps")->check(CLI::PositiveNumber);
   cmd->add_flag("--eval-only", a->eval_only, "Only evaluate --indexers FILE on the held-out text");
   cmd->add_option("--indexers", a->eval_indexers, "With --eval-only: the indexer file to evaluate");
   cmd->add_option("--eval-pattern", a->eval_pattern, "Evaluate under this pattern (default: the trained one)");
   cmd->add_flag("--json", a->json, "Print the evaluation as one JSON object");
   cmd->callback([a, cmd] {
+    a->started = std::chrono::steady_clock::now();
     a->rope_dim_given = cmd->count("--rope-dim") > 0;
     a->topk_given = cmd->count("--topk") > 0;
     std::vector<std::string> args;
