@@ -22,7 +22,8 @@
 #                                             (device, after two stage calls) stage DIR's last part,
 #                                             reassemble the model, then train on the GPU: the DSA
 #                                             warm-up from scratch on CTX-token windows (H heads x D
-#                                             dims, default 4 x 64), then training-aware uniform 1/2
+#                                             dims, default 4 x 64; IC_TRAIN_BATCH windows per step,
+#                                             default 2), then training-aware uniform 1/2
 #                                             and 1/4 from it (STEPS/2 each), then held-out perplexity
 #                                             of all of them at 2K/4K/8K; the f16 indexer files come
 #                                             back in $OUT (trained.tar.part_*: cat | tar x) and
@@ -177,7 +178,7 @@ if [ "$mode" = train ]; then
   # from there (its metadata says so) and keeps its checkpoint in $out (--resume continues it).
   dev=${IC_DEVICE:-cuda}  # IC_DEVICE=cpu: a small dry run of this mode off the device
   common=(--device "$dev" --data "$icm/data/corpus/train" --heldout "$icm/data/corpus/calib" --heldout-windows 2
-          --heads "$H" --head-dim "$D" --topk "$topk" -c "$ctx" -b 2 -s 1 --save-every 50 --save-dtype f16)
+          --heads "$H" --head-dim "$D" --topk "$topk" -c "$ctx" -b "${IC_TRAIN_BATCH:-2}" -s 1 --save-every 50 --save-dtype f16)
   run_distill() {  # NAME STEPS SHARE_PERCENT args...
     local n=$1 st=$2 share=$3; shift 3
     local t=$(date +%s) cap=$(( ($(left) - 60) * share / 100 ))
