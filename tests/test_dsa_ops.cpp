@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "op_test_util.h"
+#include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "ops/attention.h"
@@ -235,6 +236,24 @@ TEST(IndexerCpu, Fp8ScoresMatchReference) {
                                     << " d " << c.dim);
     auto in = make_indexer(rng, c);
     check_indexer_scores(in.fp8);
+  }
+}
+
+// The kernel is built per ISA (v16f with 4 heads per step on AVX-512, two v8f with 2 heads on
+// AVX2 and baseline): every path this machine runs, against the reference, f32 and fp8.
+TEST(IndexerCpu, EveryIsaPathMatchesReference) {
+  Rng rng;
+  SCOPED_TRACE(rng.seed);
+  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512}) {
+    if (!cpu_supports(isa)) continue;
+    SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+    force_cpu_isa(isa);
+    for (const auto& c : kIndexerCases) {
+      auto in = make_indexer(rng, c);
+      check_indexer_scores(in.f32);
+      check_indexer_scores(in.fp8);
+    }
+    force_cpu_isa(std::nullopt);
   }
 }
 

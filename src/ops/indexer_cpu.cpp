@@ -10,6 +10,7 @@
 #include "core/dtype.h"
 #include "ops/indexer.h"
 #include "ops/simd.h"
+#include "ops/simd_dispatch.h"
 #include "ops/topk.h"
 
 namespace ic::ops {
@@ -115,63 +116,47 @@ constexpr int64_t kMinChunkRows = 16;
 constexpr int64_t kMaxChunkRows = 64;
 constexpr int64_t kIndexerChunkBytes = int64_t{4} << 20;  // score rows held per chunk
 
-using f32x16 = float __attribute__((vector_size(64)));
-
 // One query row (all heads) against a transposed block of keys kt[c][32]:
 //   out[j] = sum_h w[h] * ReLU(sum_c q[h, c] * kt[c, j]).
-// Four heads at a time keep eight independent FMA chains in flight; heads are summed in
-// order 0..n_heads-1 and each lane is one key, so a key's score does not depend on where
-// its block or chunk starts (the thread count cannot change a bit).
-IC_SIMD_CLONES
-void score_row_block(const float* q, const float* w, const float* kt, int64_t n_heads, int64_t d,
-                     float* out) {
-  const f32x16 zero = {};
-  f32x16 tot0 = {}, tot1 = {};
+// Written over a 16-lane vector type V (ops/simd_dispatch.h): v16f on AVX-512 (one zmm), f32x16
+// (two ymm) on AVX2 and baseline. G heads at a time keep 2 G independent FMA chains in flight:
+// 4 with 32 zmm registers, 2 with 16 ymm (4 would need 16 ymm for the accumulators alone and
+// spill). Heads are summed in order 0..n_heads-1 and each lane is one key, so a key's score does
+// not depend on G, on where its block or chunk starts, or on the thread count.
+template <class V>
+IC_INLINE void score_row_block_t(const float* q, const float* w, const float* kt, int64_t n_heads, int64_t d, float* out) {
+  constexpr int64_t G = std::is_same_v<V, v16f> ? 4 : 2;
+  V tot0 = {}, tot1 = {};
   int64_t h = 0;
-  for (; h + 4 <= n_heads; h += 4) {
-    const float* q0 = q + h * d;
-    const float* q1 = q0 + d;
-    const float* q2 = q1 + d;
-    const float* q3 = q2 + d;
-    f32x16 a0 = {}, b0 = {}, a1 = {}, b1 = {}, a2 = {}, b2 = {}, a3 = {}, b3 = {};
+  for (; h + G <= n_heads; h += G) {
+    V a[G] = {}, b[G] = {};
     for (int64_t c = 0; c < d; ++c) {
-      f32x16 k0, k1;
-      std::memcpy(&k0, kt + c * kKeyBlock, sizeof k0);
-      std::memcpy(&k1, kt + c * kKeyBlock + 16, sizeof k1);
-      a0 += q0[c] * k0;
-      b0 += q0[c] * k1;
-      a1 += q1[c] * k0;
-      b1 += q1[c] * k1;
-      a2 += q2[c] * k0;
-      b2 += q2[c] * k1;
-      a3 += q3[c] * k0;
-      b3 += q3[c] * k1;
+      const V k0 = vload<V>(kt + c * kKeyBlock), k1 = vload<V>(kt + c * kKeyBlock + 16);
+      for (int64_t g = 0; g < G; ++g) {
+        const float x = q[(h + g) * d + c];
+        a[g] += x * k0;
+        b[g] += x * k1;
+      }
     }
-    tot0 += w[h] * (a0 > zero ? a0 : zero);
-    tot1 += w[h] * (b0 > zero ? b0 : zero);
-    tot0 += w[h + 1] * (a1 > zero ? a1 : zero);
-    tot1 += w[h + 1] * (b1 > zero ? b1 : zero);
-    tot0 += w[h + 2] * (a2 > zero ? a2 : zero);
-    tot1 += w[h + 2] * (b2 > zero ? b2 : zero);
-    tot0 += w[h + 3] * (a3 > zero ? a3 : zero);
-    tot1 += w[h + 3] * (b3 > zero ? b3 : zero);
+    for (int64_t g = 0; g < G; ++g) {
+      tot0 += w[h + g] * where_positive(a[g], a[g]);
+      tot1 += w[h + g] * where_positive(b[g], b[g]);
+    }
   }
   for (; h < n_heads; ++h) {
     const float* qh = q + h * d;
-    f32x16 a = {}, b = {};
+    V a = {}, b = {};
     for (int64_t c = 0; c < d; ++c) {
-      f32x16 k0, k1;
-      std::memcpy(&k0, kt + c * kKeyBlock, sizeof k0);
-      std::memcpy(&k1, kt + c * kKeyBlock + 16, sizeof k1);
-      a += qh[c] * k0;
-      b += qh[c] * k1;
+      a += qh[c] * vload<V>(kt + c * kKeyBlock);
+      b += qh[c] * vload<V>(kt + c * kKeyBlock + 16);
     }
-    tot0 += w[h] * (a > zero ? a : zero);
-    tot1 += w[h] * (b > zero ? b : zero);
+    tot0 += w[h] * where_positive(a, a);
+    tot1 += w[h] * where_positive(b, b);
   }
-  std::memcpy(out, &tot0, sizeof tot0);
-  std::memcpy(out + 16, &tot1, sizeof tot1);
+  vstore(out, tot0);
+  vstore(out + 16, tot1);
 }
+IC_SIMD_DISPATCH(score_row_block, score_row_block_t)
 
 // Keys [j0, j0 + nb) as f32, transposed to kt[c * 32 + j] and zero-padded to 32 keys.
 void load_key_block(const IndexerParams& p, const std::array<float, 256>& lut, int64_t j0,
