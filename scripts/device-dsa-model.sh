@@ -95,7 +95,7 @@ fi
 ic=$build/indexcache
 # The indexers under test: the committed ones, or those a `train` call left on this machine.
 idx=${IC_INDEXERS_DIR:-$src/models/indexers}
-iname=${IC_INDEXER_NAME:-smollm2-h4d64}  # files $iname-{allF,half,quarter}.safetensors in $idx
+iname=${IC_INDEXER_NAME:-smollm2-h8d64}  # files $iname-{allF,half,quarter}.safetensors in $idx
 status=0
 assemble_model() {
   if [ ! -f "$model" ] || [ "$(sha256sum "$model" | cut -d' ' -f1)" != "$model_sha" ]; then

@@ -189,7 +189,7 @@ PY
   search)
     mkdir -p "$tmp/calib"
     head -c 4000 "$src/tests/data/reference_text.txt" > "$tmp/calib/a.txt"
-    allf=$src/models/indexers/smollm2-h4d64-allF.safetensors
+    allf=$src/models/indexers/smollm2-h8d64-allF.safetensors
     # Top-k 16 of 64-token windows, so sparse attention drops keys and the flips matter.
     s=(search -m "$model" --indexers "$allf" -f "$tmp/calib" --ctx 64 --topk 16 -t 1)
     "$bin" "${s[@]}" --windows 1 --keep 28 --json "$tmp/s.json" >"$tmp/out" 2>"$tmp/err" || fail "search failed: $(cat "$tmp/err")"
@@ -217,7 +217,7 @@ PY
     expect_error "outside \[1, 30\]" "$bin" "${s[@]}" --keep 31
     expect_error "expected a fraction 1/D" "$bin" "${s[@]}" --keep 1/0
     expect_error "do not apply" "$bin" "${s[@]}" --index-freq 4
-    expect_error "has no indexer for it" "$bin" "${s[@]/$allf/$src/models/indexers/smollm2-h4d64-half.safetensors}"
+    expect_error "has no indexer for it" "$bin" "${s[@]/$allf/$src/models/indexers/smollm2-h8d64-half.safetensors}"
     expect_error "not supported" "$bin" "${s[@]}" --lazy --blocks 2
     expect_error "gives 14 windows" "$bin" "${s[@]}" --windows 99 ;;
   *) fail "unknown case $case" ;;

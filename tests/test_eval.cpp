@@ -228,7 +228,7 @@ TEST(Svg, LineChartIsWellFormed) {
 
 TEST(Overlap, CaptureTopkOnTheModel) {
   IC_TEST_MODEL_OR_SKIP(path);
-  const std::string idx = std::string(IC_SOURCE_DIR) + "/models/indexers/smollm2-h4d64-allF.safetensors";
+  const std::string idx = std::string(IC_SOURCE_DIR) + "/models/indexers/smollm2-h8d64-allF.safetensors";
   if (!std::filesystem::exists(idx)) GTEST_SKIP() << "no indexers at " << idx;
   LlamaModel& m = test::cpu_model(path);
   const int64_t L = m.config().n_layers;

@@ -190,7 +190,7 @@ TEST(ModelCuda, MatchesNumpyFloat64Reference) {
 // DSA on the GPU: the committed SmolLM2 indexers through the CUDA indexer (bf16 keys), top-k and
 // sparse attention.
 std::string committed_indexers() {
-  return std::string(IC_SOURCE_DIR) + "/models/indexers/smollm2-h4d64-allF.safetensors";
+  return std::string(IC_SOURCE_DIR) + "/models/indexers/smollm2-h8d64-allF.safetensors";
 }
 
 std::vector<int32_t> reference_ids(const LlamaModel& m, size_t n) {

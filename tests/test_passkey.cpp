@@ -148,7 +148,7 @@ TEST(Passkey, PrefixReuseGivesTheFullPrefillLogits) {
 
 TEST(Passkey, PrefixReuseGivesTheFullPrefillLogitsWithDsa) {
   IC_TEST_MODEL_OR_SKIP(path);
-  const std::string idx = std::string(IC_SOURCE_DIR) + "/models/indexers/smollm2-h4d64-allF.safetensors";
+  const std::string idx = std::string(IC_SOURCE_DIR) + "/models/indexers/smollm2-h8d64-allF.safetensors";
   if (!std::filesystem::exists(idx)) GTEST_SKIP() << "no indexers at " << idx;
   LlamaModel& m = test::cpu_model(path);
   // k 32 of up to 150 keys, pattern 1/4: sparse attention and shared layers really matter.
