@@ -2,6 +2,7 @@
 # CPU prefill and decode of SmolLM2 as dense, DSA (every layer F) and IndexCache 1/2 and 1/4, at
 # 2K, 4K and 8K context. Speed does not depend on what the indexers learned, so freshly
 # initialised ones (init-indexers) serve. Usage: bench/dsa-speed.sh [THREADS] [HEADS] [HEAD_DIM] [TOPK]
+# (IC_REPS: best of that many runs per cell, default 1; IC_CONTEXTS: the contexts)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 t=${1:-2} heads=${2:-4} hd=${3:-64} k=${4:-256}
@@ -17,7 +18,7 @@ for ctx in ${IC_CONTEXTS:-2048 4096 8192}; do
       1/2) extra=(--indexers "$idx" --index-freq 2) ;;
       1/4) extra=(--indexers "$idx" --index-freq 4) ;;
     esac
-    row=$("$bin" bench -p $((ctx - 32)) -n 32 -r 1 -t "$t" "${extra[@]}" 2>/dev/null | tail -n 1)
+    row=$("$bin" bench -p $((ctx - 32)) -n 32 -r "${IC_REPS:-1}" -t "$t" "${extra[@]}" 2>/dev/null | tail -n 1)
     echo "| $ctx | $cfg $row"
   done
 done
