@@ -1,9 +1,15 @@
 #pragma once
 // Helpers for operation tests: fresh random inputs and the f32 rounding constants the
 // tolerances are derived from.
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <optional>
 #include <random>
+#include <string>
 #include <vector>
+
+#include "core/cpu_features.h"
 
 namespace ic::test {
 
@@ -23,5 +29,18 @@ struct Rng {
     return v;
   }
 };
+
+// Runs body() once per CPU kernel path this machine supports (baseline, AVX2, AVX-512), with
+// that path forced (ops/simd_dispatch.h), and the automatic choice restored after each.
+template <class Body>
+void for_each_cpu_isa(Body&& body) {
+  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512}) {
+    if (!cpu_supports(isa)) continue;
+    SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+    force_cpu_isa(isa);
+    body();
+    force_cpu_isa(std::nullopt);
+  }
+}
 
 }  // namespace ic::test

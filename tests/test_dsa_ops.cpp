@@ -20,7 +20,6 @@
 #include <vector>
 
 #include "op_test_util.h"
-#include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "ops/attention.h"
@@ -244,17 +243,13 @@ TEST(IndexerCpu, Fp8ScoresMatchReference) {
 TEST(IndexerCpu, EveryIsaPathMatchesReference) {
   Rng rng;
   SCOPED_TRACE(rng.seed);
-  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512}) {
-    if (!cpu_supports(isa)) continue;
-    SCOPED_TRACE(std::string(cpu_isa_name(isa)));
-    force_cpu_isa(isa);
+  test::for_each_cpu_isa([&] {
     for (const auto& c : kIndexerCases) {
       auto in = make_indexer(rng, c);
       check_indexer_scores(in.f32);
       check_indexer_scores(in.fp8);
     }
-    force_cpu_isa(std::nullopt);
-  }
+  });
 }
 
 // e4m3 keeps 3 mantissa bits: a normal value rounds with relative error <= 2^-4, and below

@@ -227,15 +227,11 @@ TEST(AttentionCpu, MatchesReferenceAcrossShapes) {
 TEST(AttentionCpu, EveryIsaPathMatchesReference) {
   Rng rng;
   SCOPED_TRACE(rng.seed);
-  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512}) {
-    if (!cpu_supports(isa)) continue;
-    SCOPED_TRACE(std::string(cpu_isa_name(isa)));
-    force_cpu_isa(isa);
+  test::for_each_cpu_isa([&] {
     check_attention(rng, 1, 300, 9, 3, 64, 1.0f);  // decode (attend_one)
     check_attention(rng, 37, 0, 9, 3, 64, 1.0f);   // prefill (attend_tile)
     check_attention(rng, 20, 17, 4, 1, 48, 2.0f);  // head_dim not a multiple of 16
-    force_cpu_isa(std::nullopt);
-  }
+  });
 }
 
 TEST(KvStoreCpu, WritesHeadMajorRows) {
