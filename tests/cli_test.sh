@@ -101,7 +101,7 @@ PY
     # --time-limit: one step always runs; the output and checkpoint say where it stopped; --resume ends the run.
     tl=(-m "$model" --data "$tmp/train" --heads 2 --head-dim 32 --topk 16 -c 64 -b 2 --steps 6 -o "$tmp/tl.safetensors")
     "$bin" distill "${tl[@]}" --time-limit 0.001 >/dev/null 2>"$tmp/err" || fail "distill --time-limit failed: $(cat "$tmp/err")"
-    grep -q "stopped by --time-limit 0 s after step 1 of 6" "$tmp/err" || fail "no stop line: $(cat "$tmp/err")"
+    grep -q "stopped by --time-limit 0.001 s after step 1 of 6" "$tmp/err" || fail "no stop line: $(cat "$tmp/err")"
     python3 - "$tmp/tl.safetensors" <<'PY' || fail "steps_done metadata"
 import json, struct, sys
 b = open(sys.argv[1], "rb").read()

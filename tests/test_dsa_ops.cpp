@@ -245,6 +245,8 @@ TEST(IndexerCpu, EveryIsaPathMatchesReference) {
   SCOPED_TRACE(rng.seed);
   test::for_each_cpu_isa([&] {
     for (const auto& c : kIndexerCases) {
+      SCOPED_TRACE(testing::Message() << "n_q " << c.n_q << " q_pos0 " << c.q_pos0 << " H " << c.heads << " d "
+                                      << c.dim);
       auto in = make_indexer(rng, c);
       check_indexer_scores(in.f32);
       check_indexer_scores(in.fp8);

@@ -120,8 +120,8 @@ constexpr int64_t kIndexerChunkBytes = int64_t{4} << 20;  // score rows held per
 //   out[j] = sum_h w[h] * ReLU(sum_c q[h, c] * kt[c, j]).
 // Written over a 16-lane vector type V (ops/simd_dispatch.h): v16f on AVX-512 (one zmm), f32x16
 // (two ymm) on AVX2 and baseline. G heads at a time keep 2 G independent FMA chains in flight:
-// 4 with 32 zmm registers, 2 with 16 ymm (4 would need 16 ymm for the accumulators alone and
-// spill). Heads are summed in order 0..n_heads-1 and each lane is one key, so a key's score does
+// 4 with AVX-512's 32 zmm registers, 2 with AVX2's 16 ymm (4 would need all 16 ymm for the
+// accumulators alone and spill). Heads are summed in order 0..n_heads-1 and each lane is one key, so a key's score does
 // not depend on G, on where its block or chunk starts, or on the thread count.
 template <class V>
 IC_INLINE void score_row_block_t(const float* q, const float* w, const float* kt, int64_t n_heads, int64_t d, float* out) {
@@ -132,12 +132,14 @@ IC_INLINE void score_row_block_t(const float* q, const float* w, const float* kt
     V a[G] = {}, b[G] = {};
     for (int64_t c = 0; c < d; ++c) {
       const V k0 = vload<V>(kt + c * kKeyBlock), k1 = vload<V>(kt + c * kKeyBlock + 16);
+#pragma GCC unroll 4
       for (int64_t g = 0; g < G; ++g) {
         const float x = q[(h + g) * d + c];
         a[g] += x * k0;
         b[g] += x * k1;
       }
     }
+#pragma GCC unroll 4
     for (int64_t g = 0; g < G; ++g) {
       tot0 += w[h + g] * where_positive(a[g], a[g]);
       tot1 += w[h + g] * where_positive(b[g], b[g]);

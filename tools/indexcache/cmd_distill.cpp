@@ -173,7 +173,7 @@ void run(DistillArgs a) {
   trainer.save_checkpoint(ckpt);
   if (stopped)
     std::fprintf(stderr,
-                 "stopped by --time-limit %.0f s after step %lld of %lld (the learning rate had not finished its "
+                 "stopped by --time-limit %g s after step %lld of %lld (the learning rate had not finished its "
                  "schedule); the output is written from this step, --resume %s continues the run\n",
                  a.time_limit, (long long)trainer.steps_done(), (long long)trainer.total_steps(), ckpt.c_str());
   if (steps_run > 0)
