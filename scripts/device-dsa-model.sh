@@ -22,7 +22,7 @@
 #                                             (device, after two stage calls) stage DIR's last part,
 #                                             reassemble the model, then train on the GPU: the DSA
 #                                             warm-up from scratch on CTX-token windows (H heads x D
-#                                             dims, default 4 x 64; IC_TRAIN_BATCH windows per step,
+#                                             dims, default 8 x 64; IC_TRAIN_BATCH windows per step,
 #                                             default 2), then training-aware uniform 1/2
 #                                             and 1/4 from it (STEPS/2 each), then held-out perplexity
 #                                             of all of them at 2K/4K/8K; the f16 indexer files come
@@ -32,8 +32,8 @@
 # From the session checkout (the device runs a copy of it):
 #   split -n 3 -d models/SmolLM2-135M-Instruct.Q4_1.gguf part_   (one part per call, in .mpartN/)
 #   tar cf .mpart1/data.tar data/corpus/calib data/corpus/heldout
-#   for train: a slice of the train split in the second call, e.g.
-#   tar cf .mpart2/train.tar $(find data/corpus/train -name '*.txt' | sort | head -n 80)
+#   for train: the fixed slice of the train split the committed indexers used, in the second call:
+#   tar cf .mpart2/train.tar --transform 's|^data/corpus/train-subset|data/corpus/train|' "$(scripts/train-subset)"
 #   run: scripts/device-dsa-model.sh stage .mpart1   carry [.mpart1]; then .mpart2; then run .mpart3
 #   (or train .mpart3 2048 300 8 64 instead of run; then run .mpart3 with IC_INDEXERS_DIR=/tmp/icm/trained
 #   IC_INDEXER_NAME=smollm2-h8d64)
@@ -159,7 +159,7 @@ PY
 fi
 
 if [ "$mode" = train ]; then
-  ctx=${3:?train needs DIR CTX STEPS}; steps=${4:?train needs DIR CTX STEPS}; H=${5:-4}; D=${6:-64}
+  ctx=${3:?train needs DIR CTX STEPS}; steps=${4:?train needs DIR CTX STEPS}; H=${5:-8}; D=${6:-64}
   [ -d "$icm/data/corpus/train" ] || { note "FAIL: no train split staged (train.tar)"; exit 1; }
   assemble_model
   build_all
@@ -172,8 +172,9 @@ if [ "$mode" = train ]; then
   "$build/ic_tests" --gtest_filter='DistillCudaTrainer*' >"$LOG/tests-trainer.log" 2>&1 || status=1
   note "GPU trainer tests with the model: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]' "$LOG/tests-trainer.log" | tr '\n' ' ')"
   # The warm-up from scratch, then the training-aware patterns from it (scripts/train-indexers' recipe
-  # at CTX-token windows). Shares of what is left: the warm-up at most 55 %, each pattern run at
-  # most half of what remains after keeping 60 s for the evaluation, given to distill as
+  # at CTX-token windows). Shares of what is left after keeping 60 s for the evaluation: the
+  # warm-up at most 55 %, the first pattern run half of what then remains, the second all of the
+  # rest; each share is given to distill as
   # --time-limit: a run that does not fit stops after the last step that does, writes its file
   # from there (its metadata says so) and keeps its checkpoint in $out (--resume continues it).
   dev=${IC_DEVICE:-cuda}  # IC_DEVICE=cpu: a small dry run of this mode off the device
