@@ -30,13 +30,15 @@
 #                                             stay in /tmp/icm/trained for a later
 #                                             `run` with IC_INDEXERS_DIR=/tmp/icm/trained
 # From the session checkout (the device runs a copy of it):
-#   split -n 3 -d models/SmolLM2-135M-Instruct.Q4_1.gguf part_   (one part per call, in .mpartN/)
+#   The device tool carries 64 MiB with the tracked tree (38 MB with the committed 8 x 64
+#   indexers), so each call takes at most ~28 MB more:
+#   split -n 5 -d models/SmolLM2-135M-Instruct.Q4_1.gguf part_   (one 20 MB part per call, in .mpartN/)
 #   tar cf .mpart1/data.tar data/corpus/calib data/corpus/heldout
-#   for train: the fixed slice of the train split the committed indexers used, in the second call:
-#   tar cf .mpart2/train.tar --transform 's|^data/corpus/train-subset|data/corpus/train|' "$(scripts/train-subset)"
-#   run: scripts/device-dsa-model.sh stage .mpart1   carry [.mpart1]; then .mpart2; then run .mpart3
-#   (or train .mpart3 2048 300 8 64 instead of run; then run .mpart3 with IC_INDEXERS_DIR=/tmp/icm/trained
-#   IC_INDEXER_NAME=smollm2-h8d64)
+#   for train: the fixed slice of the train split the committed indexers used, in a call of its own:
+#   tar cf .mpart6/train.tar --transform 's|^data/corpus/train-subset|data/corpus/train|' "$(scripts/train-subset)"
+#   run: scripts/device-dsa-model.sh stage .mpart1   carry [.mpart1]; then .mpart2 .. .mpart4 (and
+#   .mpart6); then run .mpart5 (or train .mpart5 4096 400 8 64 instead of run; then run with
+#   IC_INDEXERS_DIR=/tmp/icm/trained and an empty DIR: the parts are already there)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 src=$(pwd)
