@@ -35,7 +35,7 @@
 #   split -n 5 -d models/SmolLM2-135M-Instruct.Q4_1.gguf part_   (one 20 MB part per call, in .mpartN/)
 #   tar cf .mpart1/data.tar data/corpus/calib data/corpus/heldout
 #   for train: the fixed slice of the train split the committed indexers used, in a call of its own:
-#   tar cf .mpart6/train.tar --transform 's|^data/corpus/train-subset|data/corpus/train|' "$(scripts/train-subset)"
+#   tar cf .mpart6/train.tar --transform 's|^data/train-subset|data/corpus/train|' "$(scripts/train-subset)"
 #   run: scripts/device-dsa-model.sh stage .mpart1   carry [.mpart1]; then .mpart2 .. .mpart4 (and
 #   .mpart6); then run .mpart5 (or train .mpart5 4096 400 8 64 instead of run; then run with
 #   IC_INDEXERS_DIR=/tmp/icm/trained and an empty DIR: the parts are already there)
