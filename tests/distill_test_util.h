@@ -1,15 +1,61 @@
 #pragma once
-// Shared by the distillation tests (test_distill.cpp, test_distill_cuda.cpp): random inputs and
-// an independent double forward of the indexer's pre-activations and scores.
+// Shared by the distillation and trainer tests (test_distill.cpp, test_distill_cuda.cpp,
+// test_trainer.cpp): shapes, random inputs and an independent double forward of the indexer's
+// pre-activations and scores.
 #include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "core/tensor.h"
+#include "indexcache/trainer.h"
 #include "model/indexer.h"
 
 namespace ic::distill_test {
+
+// Indexer shapes the tests share: small (3 heads x 8, RoPE on 4 dims, top-k 5) for finite
+// differences, mid (4 x 32, RoPE on 16, top-k 16) for the fast paths.
+inline IndexerConfig small_config(ops::RopeStyle style) {
+  IndexerConfig cfg;
+  cfg.n_heads = 3;
+  cfg.head_dim = 8;
+  cfg.rope_dim = 4;
+  cfg.rope_style = style;
+  cfg.topk = 5;
+  return cfg;
+}
+inline IndexerConfig mid_config(ops::RopeStyle style) {
+  IndexerConfig cfg;
+  cfg.n_heads = 4;
+  cfg.head_dim = 32;
+  cfg.rope_dim = 16;
+  cfg.rope_style = style;
+  cfg.topk = 16;
+  return cfg;
+}
+
+// The tiny trainer run of the trainer tests (CPU and GPU): H 2, d 32, top-k 16 of 64-token
+// windows, 2 windows per step, lr 1e-2 with 2 warm-up steps, clipping at 1; pattern mode trains
+// F every 10 layers.
+inline TrainerConfig tiny_trainer_config(DistillMode mode, int64_t steps, float rope_base, int64_t n_layers,
+                                         Device device = Device::CPU) {
+  TrainerConfig c;
+  c.mode = mode;
+  c.indexer.n_heads = 2;
+  c.indexer.head_dim = 32;
+  c.indexer.rope_dim = 32;
+  c.indexer.topk = 16;
+  c.indexer.rope_base = rope_base;
+  c.adamw.lr = 1e-2;
+  c.adamw.warmup_steps = 2;
+  c.adamw.total_steps = steps;
+  c.adamw.clip_norm = 1.0;
+  c.batch = 2;
+  c.seed = 5;
+  c.device = device;
+  if (mode == DistillMode::kPattern) c.pattern = LayerPattern::from_freq(n_layers, 10);
+  return c;
+}
 
 inline Tensor random_tensor(const Shape& s, std::mt19937& gen, float sd) {
   Tensor t = Tensor::empty(s, DType::F32);
@@ -174,11 +220,18 @@ inline ErrorScales error_scales(const IndexerConfig& cfg, const IndexerWeights& 
   return e;
 }
 
-// Targets with a known recall: row t puts 0.6 on its best-scoring key and 0.4 on its worst
-// (double forward f), so recall@topk is exactly 0.6 for rows t >= topk and 1 below. Returns p;
-// `recall` gets the expected mean.
-inline Tensor best_worst_targets(const Forward& f, int64_t n, int64_t topk, double& recall) {
-  Tensor p = Tensor::zeros({n, n}, DType::F32);
+// A case with a known recall: random weights and x (n x D, from `seed`), and targets where row t
+// puts 0.6 on its best-scoring key and 0.4 on its worst (by the double forward), so recall@topk
+// is exactly 0.6 for rows t >= topk and 1 below; `recall` is the expected mean.
+struct BestWorstCase {
+  IndexerWeights w;
+  Tensor x, p;
+  double recall = 0.0;
+};
+inline BestWorstCase best_worst_case(const IndexerConfig& cfg, int64_t n, int64_t D, uint32_t seed) {
+  std::mt19937 gen(seed);
+  BestWorstCase c{random_weights(cfg, D, gen), random_tensor({n, D}, gen, 1.0f), Tensor::zeros({n, n}, DType::F32)};
+  const Forward f = forward(cfg, c.w, c.x);
   double expect = 0.0;
   for (int64_t t = 0; t < n; ++t) {
     int64_t best = 0, worst = 0;
@@ -186,12 +239,12 @@ inline Tensor best_worst_targets(const Forward& f, int64_t n, int64_t topk, doub
       if (f.I[t * n + s] > f.I[t * n + best]) best = s;
       if (f.I[t * n + s] < f.I[t * n + worst]) worst = s;
     }
-    p.data<float>()[t * n + best] += 0.6f;
-    p.data<float>()[t * n + worst] += 0.4f;
-    expect += t < topk ? 1.0 : 0.6;
+    c.p.data<float>()[t * n + best] += 0.6f;
+    c.p.data<float>()[t * n + worst] += 0.4f;
+    expect += t < cfg.topk ? 1.0 : 0.6;
   }
-  recall = expect / static_cast<double>(n);
-  return p;
+  c.recall = expect / static_cast<double>(n);
+  return c;
 }
 
 }  // namespace ic::distill_test

@@ -32,15 +32,6 @@ Tensor* tensor_of(IndexerWeights& w, int i) {
 const Tensor* tensor_of(const IndexerWeights& w, int i) { return tensor_of(const_cast<IndexerWeights&>(w), i); }
 const char* kNames[] = {"wq", "wk", "k_norm", "k_bias", "wproj"};
 
-IndexerConfig small_config(ops::RopeStyle style) {
-  IndexerConfig cfg;
-  cfg.n_heads = 3;
-  cfg.head_dim = 8;
-  cfg.rope_dim = 4;
-  cfg.rope_style = style;
-  cfg.topk = 5;
-  return cfg;
-}
 
 // ---------------------------------------------------------------------------------------
 // Gradient vs central finite differences of the double reference.
@@ -195,15 +186,6 @@ void check_fast_vs_reference(const IndexerConfig& cfg, int64_t n, int64_t D, boo
   EXPECT_LE(sf.recall(), 1.0 + 1e-9);
 }
 
-IndexerConfig mid_config(ops::RopeStyle style) {
-  IndexerConfig cfg;
-  cfg.n_heads = 4;
-  cfg.head_dim = 32;
-  cfg.rope_dim = 16;
-  cfg.rope_style = style;
-  cfg.topk = 16;
-  return cfg;
-}
 
 TEST(DistillFast, MatchesReferenceDense) {
   for (auto style : {ops::RopeStyle::kHalf, ops::RopeStyle::kAdjacent})
@@ -278,17 +260,11 @@ TEST(DistillLoss, NonNegativeAndZeroOnOwnScores) {
 TEST(DistillLoss, RecallOnConstructedTargets) {
   IndexerConfig cfg = mid_config(ops::RopeStyle::kHalf);
   cfg.topk = 3;
-  const int64_t n = 20, D = 32;
-  std::mt19937 gen(51);
-  IndexerWeights w = random_weights(cfg, D, gen);
-  const Tensor x = random_tensor({n, D}, gen, 1.0f);
-  const Forward f = forward(cfg, w, x);
-  double expect_recall = 0.0;
-  const Tensor p = best_worst_targets(f, n, cfg.topk, expect_recall);
-  const DistillStats sf = distill_loss(cfg, w, {x, p, Tensor()}, nullptr);
-  const DistillStats sr = distill_loss_reference(cfg, w, {x, p, Tensor()}, nullptr);
-  EXPECT_NEAR(sf.recall(), expect_recall, 1e-6);
-  EXPECT_NEAR(sr.recall(), expect_recall, 1e-6);
+  const BestWorstCase c = best_worst_case(cfg, 20, 32, 51);
+  const DistillStats sf = distill_loss(cfg, c.w, {c.x, c.p, Tensor()}, nullptr);
+  const DistillStats sr = distill_loss_reference(cfg, c.w, {c.x, c.p, Tensor()}, nullptr);
+  EXPECT_NEAR(sf.recall(), c.recall, 1e-6);
+  EXPECT_NEAR(sr.recall(), c.recall, 1e-6);
 }
 
 TEST(DistillLoss, RejectsBadInputs) {

@@ -203,22 +203,14 @@ TEST(DistillCuda, MatchesReferenceSparse) {
 // 1 before. Also a row of all-equal scores (zero head weights): every tie, the lowest indices win.
 TEST(DistillCuda, RecallOnConstructedTargets) {
   NEED_GPU();
-  IndexerConfig cfg;
-  cfg.n_heads = 4;
-  cfg.head_dim = 32;
-  cfg.rope_dim = 16;
+  IndexerConfig cfg = mid_config(ops::RopeStyle::kHalf);
   cfg.topk = 3;
-  const int64_t n = 300, D = 32;  // rows longer than one pass of the 256-thread row kernel
-  std::mt19937 gen(51);
-  IndexerWeights w = random_weights(cfg, D, gen);
-  const Tensor x = random_tensor({n, D}, gen, 1.0f);
-  const Forward f = forward(cfg, w, x);
-  double expect_recall = 0.0;
-  const Tensor p = best_worst_targets(f, n, cfg.topk, expect_recall);
-  EXPECT_NEAR(distill_loss_cuda(cfg, w, {x, p, Tensor()}, nullptr).recall(), expect_recall, 1e-6);
+  const int64_t n = 300;  // rows longer than one pass of the 256-thread row kernel
+  BestWorstCase c = best_worst_case(cfg, n, 32, 51);
+  EXPECT_NEAR(distill_loss_cuda(cfg, c.w, {c.x, c.p, Tensor()}, nullptr).recall(), c.recall, 1e-6);
 
   // All scores 0: the top-k is s = 0..k-1; p puts 0.25 on s = 1 and 0.75 on s = t.
-  std::fill(w.wproj.data<float>(), w.wproj.data<float>() + w.wproj.numel(), 0.0f);
+  std::fill(c.w.wproj.data<float>(), c.w.wproj.data<float>() + c.w.wproj.numel(), 0.0f);
   Tensor p2 = Tensor::zeros({n, n}, DType::F32);
   double expect = 0.0;
   for (int64_t t = 0; t < n; ++t) {
@@ -226,15 +218,21 @@ TEST(DistillCuda, RecallOnConstructedTargets) {
     p2.data<float>()[t * n + t] += 0.75f;
     expect += t < cfg.topk ? 1.0 : 0.25;
   }
-  EXPECT_NEAR(distill_loss_cuda(cfg, w, {x, p2, Tensor()}, nullptr).recall(), expect / n, 1e-6);
+  EXPECT_NEAR(distill_loss_cuda(cfg, c.w, {c.x, p2, Tensor()}, nullptr).recall(), expect / n, 1e-6);
 }
 
-TEST(DistillCuda, RejectsBadInputsOnTheDevice) {
-  NEED_GPU();
+// The shape of the bad-input tests: 2 heads x 16, RoPE on 8 dims, the default top-k.
+IndexerConfig bad_input_config() {
   IndexerConfig cfg;
   cfg.n_heads = 2;
   cfg.head_dim = 16;
   cfg.rope_dim = 8;
+  return cfg;
+}
+
+TEST(DistillCuda, RejectsBadInputsOnTheDevice) {
+  NEED_GPU();
+  const IndexerConfig cfg = bad_input_config();
   std::mt19937 gen(61);
   const IndexerWeights w = random_weights(cfg, 24, gen);
   const Tensor x = random_tensor({5, 24}, gen, 1.0f).to(Device::CUDA);
@@ -304,10 +302,7 @@ TEST(DistillCuda, TeacherMatchesReference) {
 // A CPU build says clearly that the CUDA path is missing.
 TEST(DistillCuda, CpuBuildRefusesTheCudaPath) {
   if (cuda_compiled()) GTEST_SKIP() << "this build has CUDA";
-  IndexerConfig cfg;
-  cfg.n_heads = 2;
-  cfg.head_dim = 16;
-  cfg.rope_dim = 8;
+  const IndexerConfig cfg = bad_input_config();
   std::mt19937 gen(81);
   const IndexerWeights w = random_weights(cfg, 24, gen);
   const DistillInput in{random_tensor({5, 24}, gen, 1.0f), random_target(5, gen, kNaN), Tensor()};
@@ -338,22 +333,7 @@ class DistillCudaTrainer : public ::testing::Test {
     return TextWindows::from_documents({tok.encode(text_, false)}, opt);
   }
   TrainerConfig tiny(LlamaModel& m, DistillMode mode, int64_t steps, Device device) const {
-    TrainerConfig c;
-    c.mode = mode;
-    c.indexer.n_heads = 2;
-    c.indexer.head_dim = 32;
-    c.indexer.rope_dim = 32;
-    c.indexer.topk = 16;
-    c.indexer.rope_base = m.config().rope_base;
-    c.adamw.lr = 1e-2;
-    c.adamw.warmup_steps = 2;
-    c.adamw.total_steps = steps;
-    c.adamw.clip_norm = 1.0;
-    c.batch = 2;
-    c.seed = 5;
-    c.device = device;
-    if (mode == DistillMode::kPattern) c.pattern = LayerPattern::from_freq(m.config().n_layers, 10);
-    return c;
+    return tiny_trainer_config(mode, steps, m.config().rope_base, m.config().n_layers, device);
   }
   std::string model_path_, text_;
 };

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "distill_test_util.h"
 #include "indexcache/text_data.h"
 #include "indexcache/trainer.h"
 #include "io/safetensors.h"
@@ -177,21 +178,7 @@ class TrainerTest : public ::testing::Test {
 
   // The tiny configuration of the brief: H 2, d 32, ctx 64 (top-k 16 of 64).
   static TrainerConfig tiny(DistillMode mode, int64_t steps) {
-    TrainerConfig c;
-    c.mode = mode;
-    c.indexer.n_heads = 2;
-    c.indexer.head_dim = 32;
-    c.indexer.rope_dim = 32;
-    c.indexer.topk = 16;
-    c.indexer.rope_base = model_->config().rope_base;
-    c.adamw.lr = 1e-2;
-    c.adamw.warmup_steps = 2;
-    c.adamw.total_steps = steps;
-    c.adamw.clip_norm = 1.0;
-    c.batch = 2;
-    c.seed = 5;
-    if (mode == DistillMode::kPattern) c.pattern = LayerPattern::from_freq(model_->config().n_layers, 10);
-    return c;
+    return distill_test::tiny_trainer_config(mode, steps, model_->config().rope_base, model_->config().n_layers);
   }
 
   static LlamaModel* model_;
