@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "indexcache/pattern.h"
+#include "model/layer_pattern.h"
 #include "model/dsa.h"
 
 namespace ic {

@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "indexcache/pattern.h"
+#include "model/layer_pattern.h"
 #include "model/llama.h"
 
 namespace ic {

@@ -19,7 +19,7 @@
 #include "core/tensor.h"
 #include "indexcache/adamw.h"
 #include "indexcache/distill_loss.h"
-#include "indexcache/pattern.h"
+#include "model/layer_pattern.h"
 #include "indexcache/text_data.h"
 #include "model/dsa.h"
 #include "model/indexer.h"

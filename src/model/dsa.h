@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "indexcache/pattern.h"
+#include "model/layer_pattern.h"
 #include "model/indexer.h"
 
 namespace ic {

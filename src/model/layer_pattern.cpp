@@ -1,4 +1,4 @@
-#include "indexcache/pattern.h"
+#include "model/layer_pattern.h"
 
 #include "core/error.h"
 
@@ -51,6 +51,8 @@ LayerPattern LayerPattern::from_indexer_types(const std::vector<std::string>& ty
   IC_CHECK(full[0], "indexer_types[0] must be \"full\" (a shared layer needs a preceding full layer)");
   return LayerPattern(std::move(full));
 }
+
+LayerPattern LayerPattern::from_flags(std::vector<bool> full) { return LayerPattern(std::move(full)); }
 
 bool LayerPattern::is_full(int64_t layer) const {
   IC_CHECK(layer >= 0 && layer < n_layers(), "layer {} outside the pattern's {} layers", layer, n_layers());

@@ -22,6 +22,8 @@ class LayerPattern {
   static LayerPattern from_freq(int64_t n_layers, int64_t freq, int64_t offset = 1);
   // GLM-5.2 style config list: "full" / "shared" per layer.
   static LayerPattern from_indexer_types(const std::vector<std::string>& types, int64_t n_layers);
+  // One flag per layer (true = F); the first must be true.
+  static LayerPattern from_flags(std::vector<bool> full);
 
   int64_t n_layers() const { return static_cast<int64_t>(full_.size()); }
   bool is_full(int64_t layer) const;
