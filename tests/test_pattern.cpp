@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
-#include "indexcache/pattern.h"
+#include "model/layer_pattern.h"
 
 namespace ic {
 namespace {
