@@ -118,13 +118,52 @@ TEST(DsaModel, SharedLayersReuseTheirFullLayersSelection) {
     if (name == "topk") sel[layer].assign(t.data<int32_t>(), t.data<int32_t>() + t.numel());
   });
   const std::vector<int32_t> ids = m.tokenizer().encode("Shared layers compute no indexer of their own at all.");
-  KVCache kv = m.make_cache(static_cast<int64_t>(ids.size()));
+  KVCache kv = m.make_kv(static_cast<int64_t>(ids.size()));
   Tensor logits;
   m.forward(ids, kv, logits, false);
   ASSERT_EQ(static_cast<int64_t>(sel.size()), L);
   for (int64_t l = 0; l < L; ++l) EXPECT_EQ(sel[l], sel[pattern.source(l)]) << "layer " << l;
   EXPECT_NE(sel[0], sel[4]);  // different indexers really select differently
   for (int64_t l = 0; l < L; ++l) EXPECT_EQ(kv.index_k(l).defined(), pattern.is_full(l));
+}
+
+// Through the Model interface: the layer loop asks IndexReuse, so a range that starts on an S
+// layer runs only with its source's selection provided, and then equals the full pass.
+TEST(DsaModel, LayerRangesThroughTheInterfaceMatchTheFullPass) {
+  IC_TEST_MODEL_OR_SKIP(path);
+  LlamaModel& lm = shared_model(path);
+  DsaGuard guard{lm};
+  Model& m = lm;
+  const int64_t L = m.info().n_layers;
+  const LayerPattern pattern = LayerPattern::from_freq(L, 4);
+  lm.set_dsa(random_spec(lm, pattern, 6));
+  ASSERT_NE(m.pattern(), nullptr);
+  EXPECT_EQ(m.topk(), 6);
+  for (int64_t l = 0; l < L; ++l) EXPECT_EQ(m.has_indexer(l), pattern.is_full(l)) << l;
+  const std::vector<int32_t> ids = m.tokenizer().encode("A range of layers resumes from the cached stream.");
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const int64_t split = 5;  // an S layer under freq 4 (layers 0, 4, 8, ... are F)
+  ASSERT_FALSE(pattern.is_full(split));
+
+  auto full_cache = m.make_cache(n);
+  Tensor x_full = m.embed(ids);
+  IndexReuse full = m.make_reuse();
+  m.forward_layers(0, L, x_full, *full_cache, 0, full);
+
+  auto cache = m.make_cache(n);
+  Tensor x = m.embed(ids);
+  IndexReuse first = m.make_reuse();
+  m.forward_layers(0, split, x, *cache, 0, first);
+  IndexReuse rest = m.make_reuse();
+  EXPECT_THROW(m.forward_layers(split, L, x, *cache, 0, rest), Error);  // its source was not provided
+  Tensor x2 = m.embed(ids);
+  IndexReuse again = m.make_reuse();
+  m.forward_layers(0, split, x2, *cache, 0, again);
+  IndexReuse resumed = m.make_reuse();
+  resumed.provide(pattern.source(split), again.held());
+  m.forward_layers(split, L, x2, *cache, 0, resumed);
+  for (int64_t i = 0; i < x_full.numel(); ++i)
+    ASSERT_EQ(x_full.data<float>()[i], x2.data<float>()[i]) << "element " << i;  // same arithmetic, same bits
 }
 
 TEST(DsaModel, TopkCoveringTheContextEqualsDenseAttention) {
@@ -137,7 +176,7 @@ TEST(DsaModel, TopkCoveringTheContextEqualsDenseAttention) {
   Tensor dense, sparse;
   m.forward(ids, kv1, dense, true);
   m.set_dsa(random_spec(m, LayerPattern::all_full(m.config().n_layers), n));
-  KVCache kv2 = m.make_cache(n);
+  KVCache kv2 = m.make_kv(n);
   m.forward(ids, kv2, sparse, true);
   expect_close(dense, sparse, n, V);
 }
@@ -163,7 +202,7 @@ TEST(DsaModel, FullLayerSelectionsMatchPlainReference) {
   const std::vector<int32_t> ids =
       m.tokenizer().encode("Only five keys per query: the selection must match the reference's before attention.");
   const int64_t n = static_cast<int64_t>(ids.size());
-  KVCache kv = m.make_cache(n);
+  KVCache kv = m.make_kv(n);
   Tensor logits;
   m.forward(ids, kv, logits, false);
   for (int64_t l = 0; l < m.config().n_layers; ++l) {
@@ -180,7 +219,7 @@ TEST(DsaModel, PrefillThenDecodeMatchesOneLongPrefill) {
   m.set_dsa(random_spec(m, LayerPattern::from_freq(m.config().n_layers, 4), 6));
   const std::vector<int32_t> ids = m.tokenizer().encode("The indexer key cache carries the selection across decode steps.");
   const int64_t n = static_cast<int64_t>(ids.size()), V = m.config().vocab, half = n / 2;
-  KVCache kv1 = m.make_cache(n), kv2 = m.make_cache(n);
+  KVCache kv1 = m.make_kv(n), kv2 = m.make_kv(n);
   Tensor all, part;
   m.forward(ids, kv1, all, true);
   m.forward(std::span(ids).subspan(0, half), kv2, part, false);

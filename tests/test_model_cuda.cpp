@@ -225,7 +225,7 @@ TEST(ModelCuda, DsaWithTopkCoveringTheContextIsDense) {
   m.forward(ids, kv_dense, dense, true);
   m.set_dsa(std::make_shared<DsaSpec>(load_indexers(committed_indexers(), L, m.config().dim,
                                                     LayerPattern::from_freq(L, 4), n)));
-  KVCache kv = m.make_cache(n);
+  KVCache kv = m.make_kv(n);
   m.forward(ids, kv, sparse, true);
   const double worst = worst_logprob_gap(dense.data<float>(), sparse.data<float>(), n, V);
   std::printf("[ model cuda dsa, k >= context ] worst log-prob gap to dense %.2e nats\n", worst);
@@ -267,7 +267,7 @@ TEST(ModelCuda, DsaMatchesCpuAndDecodesLikePrefill) {
   gm.set_tensor_callback(grab(sel_g));
   cm->set_tensor_callback(grab(sel_c));
   Tensor lg, lc;
-  KVCache kg = gm.make_cache(256), kc = cm->make_cache(256);
+  KVCache kg = gm.make_kv(256), kc = cm->make_kv(256);
   gm.forward(win, kg, lg, false);
   cm->forward(win, kc, lc, false);
   gm.set_tensor_callback(nullptr);
@@ -298,7 +298,7 @@ TEST(ModelCuda, DsaMatchesCpuAndDecodesLikePrefill) {
   EXPECT_NEAR(g.ppl / c.ppl, 1.0, 0.02);
 
   const int64_t n = 160, half = 100;
-  KVCache kv1 = gm.make_cache(n), kv2 = gm.make_cache(n);
+  KVCache kv1 = gm.make_kv(n), kv2 = gm.make_kv(n);
   Tensor all, one;
   gm.forward(std::span(ids).subspan(0, n), kv1, all, true);
   gm.forward(std::span(ids).subspan(0, half), kv2, one, false);

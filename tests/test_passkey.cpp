@@ -114,11 +114,11 @@ void check_prefix_reuse(LlamaModel& m) {
   const PasskeyPrompt first = b.build(150, 0.4, "31415"), p = b.build(150, 0.4, "27182");
   ASSERT_EQ(first.prefix_len, p.prefix_len);
   const int64_t n = static_cast<int64_t>(p.tokens.size()), V = m.config().vocab, D = m.config().dim;
-  KVCache full_kv = m.make_cache(n);
+  KVCache full_kv = m.make_kv(n);
   const Tensor want = final_rows(m, full_kv, p.tokens);
   // Prefill the shared prefix, run another trial past it (it leaves its own tokens in the
   // cache), then cut back to the prefix and run the rest of this one.
-  KVCache kv = m.make_cache(n + 16);
+  KVCache kv = m.make_kv(n + 16);
   Tensor logits;
   m.forward(std::span(p.tokens).first(p.prefix_len), kv, logits, false);
   (void)score_passkey(m, kv, first);
@@ -167,7 +167,7 @@ TEST(Passkey, ExactMatchIsGreedyDecoding) {
   for (const auto& [len, depth] : {std::pair<int64_t, double>{110, 0.0}, {140, 0.5}, {160, 1.0}}) {
     const PasskeyPrompt p = b.build(len, depth, passkey_key(5, len, 0));
     const int64_t n = static_cast<int64_t>(p.tokens.size());
-    KVCache kv = m.make_cache(n + 8);
+    KVCache kv = m.make_kv(n + 8);
     Tensor logits;
     // Greedy decoding: the prompt up to the key, then key_len steps feeding back the argmax.
     m.forward(std::span(p.tokens).first(p.key_begin), kv, logits, false);

@@ -112,7 +112,7 @@ std::vector<std::vector<int32_t>> sampled_windows(LlamaModel& m, uint64_t seed, 
   std::mt19937_64 rng(seed);
   std::vector<std::vector<int32_t>> out;
   for (int w = 0; w < n; ++w) {
-    KVCache kv = m.make_cache(len);
+    KVCache kv = m.make_kv(len);
     Tensor logits;
     std::vector<int32_t> win{static_cast<int32_t>(rng() % kVocab)};
     while (static_cast<int>(win.size()) < len) {

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace ic {
 
@@ -39,9 +39,9 @@ double jaccard(std::span<const int32_t> a, std::span<const int32_t> b) {
   return jaccard_sorted(sorted_set(a), sorted_set(b));
 }
 
-std::vector<Tensor> capture_topk(LlamaModel& model, std::span<const int32_t> tokens) {
-  IC_CHECK(model.dsa() != nullptr, "capture_topk: the model has no DSA spec (load indexers first)");
-  const int64_t L = model.config().n_layers, k = model.dsa()->config.topk;
+std::vector<Tensor> capture_topk(Model& model, std::span<const int32_t> tokens) {
+  IC_CHECK(model.pattern() != nullptr, "capture_topk: the model runs dense (it has no indexers)");
+  const int64_t L = model.info().n_layers, k = model.topk();
   const int64_t n = static_cast<int64_t>(tokens.size());
   std::vector<Tensor> out;
   for (int64_t l = 0; l < L; ++l) out.push_back(Tensor::empty({n, k}, DType::I32));
@@ -55,7 +55,8 @@ std::vector<Tensor> capture_topk(LlamaModel& model, std::span<const int32_t> tok
     filled[l] += t.dim(0);
   });
   try {
-    KVCache kv = model.make_cache(n);
+    const auto kv_owner = model.make_cache(n);
+  ModelCache& kv = *kv_owner;
     Tensor logits;
     model.forward(tokens, kv, logits, false);
   } catch (...) {

@@ -11,7 +11,7 @@
 
 namespace ic {
 
-class LlamaModel;
+class Model;
 
 // Jaccard overlap of two index sets; entries < 0 ("no token") are ignored, duplicates count
 // once. 1 when both are empty.
@@ -20,7 +20,7 @@ double jaccard(std::span<const int32_t> a, std::span<const int32_t> b);
 // Runs `tokens` from position 0 through the model (which must have a DSA spec) and returns each
 // layer's selection, I32 [n, k] on the host (an S layer's is its source F layer's). The model's
 // tensor callback is replaced for the call and cleared afterwards.
-std::vector<Tensor> capture_topk(LlamaModel& model, std::span<const int32_t> tokens);
+std::vector<Tensor> capture_topk(Model& model, std::span<const int32_t> tokens);
 
 struct OverlapMatrix {
   int64_t n_layers = 0;

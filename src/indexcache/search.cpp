@@ -39,21 +39,22 @@ LayerPattern with_layer(const LayerPattern& p, int64_t layer, bool full) {
   return LayerPattern::parse(s, p.n_layers());
 }
 
-void check_windows(const LlamaModel& model, const std::vector<std::vector<int32_t>>& windows) {
+void check_windows(const Model& model, const std::vector<std::vector<int32_t>>& windows) {
   IC_CHECK(!windows.empty(), "search: no calibration windows");
   for (size_t i = 0; i < windows.size(); ++i) {
     const int64_t n = static_cast<int64_t>(windows[i].size());
     IC_CHECK(n >= 2, "search: calibration window {} has {} tokens; at least 2 are needed to predict one", i, n);
-    IC_CHECK(n <= model.config().context_max, "search: calibration window {} has {} tokens, past the model's "
-             "trained context {}", i, n, model.config().context_max);
+    IC_CHECK(n <= model.info().context_max, "search: calibration window {} has {} tokens, past the model's "
+             "trained context {}", i, n, model.info().context_max);
   }
 }
 
-void check_all_full(const LlamaModel& model) {
-  IC_CHECK(model.dsa(), "search needs a DSA model with indexers on every layer (--indexers ALLF.safetensors)");
-  const LayerPattern& p = model.dsa()->pattern;
-  IC_CHECK(p.n_full() == p.n_layers(), "search starts from indexers on every layer, but the spec's pattern is {} "
-           "({} of {} F); load the indexers with an all-F pattern", p.str(), p.n_full(), p.n_layers());
+void check_all_full(const Model& model) {
+  IC_CHECK(model.pattern(), "search needs a DSA model with indexers on every layer (--indexers ALLF.safetensors, "
+           "or a DSA checkpoint)");
+  const LayerPattern& p = *model.pattern();
+  IC_CHECK(p.n_full() == p.n_layers(), "search starts from indexers on every layer, but the model's pattern is {} "
+           "({} of {} F); run it with an all-F pattern", p.str(), p.n_full(), p.n_layers());
 }
 
 int64_t max_len(const std::vector<std::vector<int32_t>>& windows) {
@@ -68,23 +69,6 @@ int64_t predicted(const std::vector<std::vector<int32_t>>& windows) {
   return n;
 }
 
-// Switches the model's spec to another pattern for its lifetime.
-class PatternScope {
- public:
-  PatternScope(LlamaModel& m, const LayerPattern& p) : m_(m), saved_(std::make_shared<DsaSpec>(*m.dsa())) {
-    auto s = std::make_shared<DsaSpec>(*saved_);
-    s->pattern = p;
-    m_.set_dsa(std::move(s));
-  }
-  ~PatternScope() { m_.set_dsa(saved_); }
-  PatternScope(const PatternScope&) = delete;
-  PatternScope& operator=(const PatternScope&) = delete;
-
- private:
-  LlamaModel& m_;
-  std::shared_ptr<const DsaSpec> saved_;
-};
-
 Tensor clone(const Tensor& t) {
   Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
   c.copy_from(t);
@@ -96,9 +80,9 @@ Tensor clone(const Tensor& t) {
 // F layer l, both under the committed pattern pat_.
 class Searcher {
  public:
-  Searcher(LlamaModel& m, const std::vector<std::vector<int32_t>>& windows, const SearchConfig& cfg,
+  Searcher(Model& m, const std::vector<std::vector<int32_t>>& windows, const SearchConfig& cfg,
            const SearchProgressFn& progress)
-      : m_(m), windows_(windows), cfg_(cfg), progress_(progress), N_(m.config().n_layers),
+      : m_(m), windows_(windows), cfg_(cfg), progress_(progress), N_(m.info().n_layers),
         W_(static_cast<int64_t>(windows.size())), n_pred_(predicted(windows)), pat_(LayerPattern::all_full(N_)),
         kv_(m.make_cache(max_len(windows))) {
     for (const auto& w : windows_) {
@@ -217,8 +201,9 @@ class Searcher {
     for (size_t w = 0; w < wins_.size(); ++w)
       for (const Chunk& c : wins_[w].chunks) {
         Tensor x = clone(c.x[j]);
-        Tensor topk = c.topk[src];
-        m_.forward_layers(j, N_, x, kv_, c.p0, topk, &cand);
+        IndexReuse reuse(cand);
+        reuse.provide(src, c.topk[src]);
+        m_.forward_layers(j, N_, x, *kv_, c.p0, reuse);
         add_chunk_nll(x, windows_[w], c.p0, nll);
       }
     cost_.layer_evals += (N_ - j) * W_;
@@ -234,10 +219,11 @@ class Searcher {
     for (size_t w = 0; w < wins_.size(); ++w)
       for (Chunk& c : wins_[w].chunks) {
         Tensor x = clone(c.x[from]);
-        Tensor topk = from > 0 ? c.topk[pat_.source(from - 1)] : Tensor();
+        IndexReuse reuse(pat_);
+        if (from > 0) reuse.provide(pat_.source(from - 1), c.topk[pat_.source(from - 1)]);
         for (int64_t l = from; l < N_; ++l) {
-          m_.forward_layers(l, l + 1, x, kv_, c.p0, topk, &pat_);
-          c.topk[l] = pat_.is_full(l) ? topk : Tensor();
+          m_.forward_layers(l, l + 1, x, *kv_, c.p0, reuse);
+          c.topk[l] = reuse.held_layer() == l ? reuse.held() : Tensor();
           c.x[l + 1] = clone(x);
         }
         add_chunk_nll(x, windows_[w], c.p0, nll);
@@ -293,21 +279,21 @@ class Searcher {
     return b;
   }
 
-  LlamaModel& m_;
+  Model& m_;
   const std::vector<std::vector<int32_t>>& windows_;
   SearchConfig cfg_;
   SearchProgressFn progress_;
   int64_t N_, W_, n_pred_;
   LayerPattern pat_;
-  KVCache kv_;
+  std::unique_ptr<ModelCache> kv_;
   std::vector<float> row_lp_;  // [rows of one logit block]: log p(next token)
   std::vector<Window> wins_;
   SearchCost cost_;
   Clock::time_point t0_;
 };
 
-SearchConfig checked(const LlamaModel& model, SearchConfig c) {
-  const int64_t N = model.config().n_layers;
+SearchConfig checked(const Model& model, SearchConfig c) {
+  const int64_t N = model.info().n_layers;
   if (c.keep == 0) c.keep = keep_count(N, 8);
   IC_CHECK(c.keep >= 1 && c.keep <= N, "search: keep {} F layers is outside [1, {}] (the model has {} layers)",
            c.keep, N, N);
@@ -322,7 +308,7 @@ SearchConfig checked(const LlamaModel& model, SearchConfig c) {
 
 }  // namespace
 
-SearchResult greedy_search(LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
+SearchResult greedy_search(Model& model, const std::vector<std::vector<int32_t>>& windows,
                            const SearchConfig& config, const SearchProgressFn& progress) {
   check_all_full(model);
   check_windows(model, windows);
@@ -332,9 +318,10 @@ SearchResult greedy_search(LlamaModel& model, const std::vector<std::vector<int3
   return s.run();
 }
 
-double mean_window_nll(LlamaModel& model, const std::vector<std::vector<int32_t>>& windows) {
+double mean_window_nll(Model& model, const std::vector<std::vector<int32_t>>& windows) {
   check_windows(model, windows);
-  KVCache kv = model.make_cache(max_len(windows));
+  const auto kv_owner = model.make_cache(max_len(windows));
+  ModelCache& kv = *kv_owner;
   std::vector<float> lp;
   double nll = 0.0;
   for (const auto& w : windows) {
@@ -347,20 +334,19 @@ double mean_window_nll(LlamaModel& model, const std::vector<std::vector<int32_t>
   return nll / predicted(windows);
 }
 
-double pattern_nll(LlamaModel& model, const std::vector<std::vector<int32_t>>& windows, const LayerPattern& pattern) {
-  IC_CHECK(model.dsa(), "pattern_nll needs a DSA model");
+double pattern_nll(Model& model, const std::vector<std::vector<int32_t>>& windows, const LayerPattern& pattern) {
   PatternScope scope(model, pattern);
   return mean_window_nll(model, windows);
 }
 
-SearchResult greedy_search_reference(LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
+SearchResult greedy_search_reference(Model& model, const std::vector<std::vector<int32_t>>& windows,
                                      int64_t keep) {
   check_all_full(model);
   check_windows(model, windows);
   SearchConfig cfg;
   cfg.keep = keep;
   cfg = checked(model, cfg);
-  const int64_t N = model.config().n_layers;
+  const int64_t N = model.info().n_layers;
   const auto t0 = Clock::now();
   SearchResult r;
   r.n_layers = N;

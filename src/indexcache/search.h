@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "model/layer_pattern.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace ic {
 
@@ -92,20 +92,20 @@ using SearchProgressFn = std::function<void(const SearchProgress&)>;
 // `windows` (each at least 2 tokens, at most the model's context). The model's spec is left as
 // it was. Throws ic::Error on an empty window set, a spec that is not all-F, keep outside
 // [1, N] (or below the block count), and bad options.
-SearchResult greedy_search(LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
+SearchResult greedy_search(Model& model, const std::vector<std::vector<int32_t>>& windows,
                            const SearchConfig& config, const SearchProgressFn& progress = nullptr);
 
 // The plain reference: the same search, every candidate scored by model.forward passes with
 // set_dsa(pattern). Slow (N^2/2 full passes); for tests. Only the exact search (no lazy, blocks).
-SearchResult greedy_search_reference(LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
+SearchResult greedy_search_reference(Model& model, const std::vector<std::vector<int32_t>>& windows,
                                      int64_t keep);
 
 // Mean NLL over every predicted token of `windows` by plain model.forward passes, with the model
 // as it is (dense without a spec).
-double mean_window_nll(LlamaModel& model, const std::vector<std::vector<int32_t>>& windows);
+double mean_window_nll(Model& model, const std::vector<std::vector<int32_t>>& windows);
 
 // The same with the model's spec switched to `pattern` for the call (its F layers need indexer
 // weights), restored afterwards.
-double pattern_nll(LlamaModel& model, const std::vector<std::vector<int32_t>>& windows, const LayerPattern& pattern);
+double pattern_nll(Model& model, const std::vector<std::vector<int32_t>>& windows, const LayerPattern& pattern);
 
 }  // namespace ic

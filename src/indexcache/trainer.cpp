@@ -104,7 +104,7 @@ std::vector<LayerCapture> capture_layers(LlamaModel& model, std::span<const int3
     else
       rows.copy_from(t);  // device to device when the model runs on the GPU
   });
-  KVCache kv = model.make_cache(n);
+  KVCache kv = model.make_kv(n);
   Tensor logits;  // forward computes the last row only
   try {
     model.forward(tokens, kv, logits, false);

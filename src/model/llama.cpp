@@ -19,8 +19,6 @@
 namespace ic {
 
 namespace {
-constexpr int64_t kChunk = 512;  // tokens per forward step: bounds activation and logit memory
-
 Tensor load_norm(const gguf::File& f, const std::string& name, int64_t dim, Device device) {
   const gguf::TensorInfo& info = f.tensor(name);
   IC_CHECK(info.numel() == dim, "{}: expected {} elements, found {} in {}", name, dim, info.numel(), f.path());
@@ -67,8 +65,8 @@ LlamaConfig LlamaConfig::from_gguf(const gguf::File& f) {
   return c;
 }
 
-KVCache::KVCache(const LlamaConfig& cfg, int64_t capacity, Device device, const DsaSpec* dsa) : capacity_(capacity) {
-  IC_CHECK(capacity > 0, "KV cache capacity must be positive, got {}", capacity);
+KVCache::KVCache(const LlamaConfig& cfg, int64_t capacity, Device device, const DsaSpec* dsa)
+    : ModelCache(capacity) {
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     k_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
     v_.push_back(Tensor::empty({cfg.n_kv_heads, capacity, cfg.head_dim}, DType::F32, device));
@@ -83,11 +81,6 @@ int64_t KVCache::index_bytes() const {
   for (const Tensor& t : index_k_)
     if (t.defined()) b += t.nbytes();
   return b;
-}
-
-void KVCache::set_size(int64_t n) {
-  IC_CHECK(n >= 0 && n <= capacity_, "KV cache size {} outside [0, {}]", n, capacity_);
-  size_ = n;
 }
 
 int64_t KVCache::bytes() const {
@@ -114,6 +107,18 @@ void LlamaModel::set_dsa(std::shared_ptr<const DsaSpec> spec) {
     }
   }
   dsa_ = std::move(spec);
+}
+
+void LlamaModel::set_pattern(const LayerPattern& pattern) {
+  IC_CHECK(dsa_, "a layer pattern needs indexers: attach an indexer file first (--indexers)");
+  auto spec = std::make_shared<DsaSpec>(*dsa_);
+  spec->pattern = pattern;
+  set_dsa(std::move(spec));
+}
+
+bool LlamaModel::has_indexer(int64_t layer) const {
+  IC_CHECK(layer >= 0 && layer < cfg_.n_layers, "layer {} outside the model's {} layers", layer, cfg_.n_layers);
+  return dsa_ && dsa_->indexers[layer].wq.defined();
 }
 
 std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& path, Device device) {
@@ -149,6 +154,7 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& path, Device dev
   // Tied embeddings unless the file carries its own output head.
   const std::string head = f.find_tensor("output.weight") ? "output.weight" : "token_embd.weight";
   m->output_ = load_linear(f, head, c.vocab, c.dim, device);
+  m->info_ = {"llama", f.get_string("general.architecture"), c.n_layers, c.dim, c.vocab, c.context_max};
   return m;
 }
 
@@ -173,62 +179,38 @@ Tensor LlamaModel::embed(std::span<const int32_t> tokens) const {
   return x;
 }
 
-void LlamaModel::forward(std::span<const int32_t> tokens, KVCache& kv, Tensor& logits, bool all_logits) {
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  IC_CHECK(n > 0, "forward: no tokens");
-  IC_CHECK(kv.size() + n <= kv.capacity(),
-           "forward: {} tokens after {} cached exceed the KV cache capacity {}", n, kv.size(), kv.capacity());
-  const int64_t n_out = all_logits ? n : 1;
-  if (!logits.defined() || logits.dim(0) != n_out || logits.dim(1) != cfg_.vocab ||
-      logits.device() != Device::CPU)
-    logits = Tensor::empty({n_out, cfg_.vocab}, DType::F32);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-    const int64_t c1 = std::min(n, c0 + kChunk);
-    const Tensor x = forward_chunk(tokens.subspan(c0, c1 - c0), kv);
-    if (all_logits)
-      output_logits(x, logits.data<float>() + c0 * cfg_.vocab);
-    else if (c1 == n)
-      output_logits(x.slice_rows(c1 - c0 - 1, c1 - c0), logits.data<float>());
+Tensor LlamaModel::select(int64_t l, const Tensor& h, const Tensor& pos, KVCache& kv, int64_t p0,
+                          const LayerPattern& pat) {
+  const Device dev = device_;
+  const int64_t n = h.dim(0);
+  IC_CHECK(dsa_->indexers[l].wq.defined(), "layer {} is F in pattern {} but has no indexer weights loaded", l,
+           pat.str());
+  const IndexerActivations ia = dev == Device::CPU ? indexer_project(dsa_->config, dsa_->indexers[l], h, pos)
+                                                   : indexer_project(dsa_->config, index_run_[l], h, pos);
+  Tensor& cache = kv.index_k(l);
+  IC_CHECK(cache.defined(), "layer {} is F in pattern {} but the cache has no indexer keys for it "
+           "(make the cache with a spec where it is F)", l, pat.str());
+  Tensor topk = Tensor::empty({n, dsa_->config.topk}, DType::I32, dev);
+  if (dev == Device::CPU) {
+    cache.slice_rows(p0, p0 + n).copy_from(ia.k);
+    ops::indexer_topk(ia.q, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
+  } else {
+    Tensor rows = cache.slice_rows(p0, p0 + n);
+    ops::to_bf16(ia.k, rows);
+    Tensor q16 = Tensor::empty(ia.q.shape(), DType::BF16, dev);
+    ops::to_bf16(ia.q, q16);
+    ops::indexer_topk(q16, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
   }
-  stats_.total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  stats_.tokens += n;
+  return topk;
 }
 
-void LlamaModel::forward_logprobs(std::span<const int32_t> tokens, KVCache& kv, std::span<const int32_t> targets,
-                                  float* out) {
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  IC_CHECK(n > 0, "forward_logprobs: no tokens");
-  IC_CHECK(static_cast<int64_t>(targets.size()) == n, "forward_logprobs: {} targets for {} tokens", targets.size(), n);
-  IC_CHECK(kv.size() + n <= kv.capacity(),
-           "forward_logprobs: {} tokens after {} cached exceed the KV cache capacity {}", n, kv.size(),
-           kv.capacity());
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-    const int64_t c1 = std::min(n, c0 + kChunk);
-    const Tensor x = forward_chunk(tokens.subspan(c0, c1 - c0), kv);
-    output_logprobs(x, targets.subspan(c0, c1 - c0), out + c0);
-  }
-  stats_.total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  stats_.tokens += n;
-}
-
-Tensor LlamaModel::forward_chunk(std::span<const int32_t> tokens, KVCache& kv) {
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t p0 = kv.size();
-  Tensor x = embed(tokens);
-  if (device_ != Device::CPU) x = x.to(device_);
-  dump("embd", -1, x);
-  Tensor topk;
-  forward_layers(0, cfg_.n_layers, x, kv, p0, topk);
-  kv.set_size(p0 + n);
-  return x;
-}
-
-void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, int64_t p0, Tensor& topk,
-                                const LayerPattern* pattern) {
+void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0,
+                                IndexReuse& reuse) {
   const LlamaConfig& c = cfg_;
   const Device dev = device_;
+  KVCache* kvp = dynamic_cast<KVCache*>(&cache);
+  IC_CHECK(kvp, "forward_layers: the cache was not made by a llama-family model");
+  KVCache& kv = *kvp;
   IC_CHECK(0 <= l0 && l0 <= l1 && l1 <= c.n_layers, "forward_layers: layers [{}, {}) outside [0, {})", l0, l1,
            c.n_layers);
   check_tensor(x, "forward_layers x", DType::F32, dev, 2);
@@ -236,16 +218,11 @@ void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, 
   const int64_t n = x.dim(0);
   IC_CHECK(p0 >= 0 && p0 + n <= kv.capacity(), "forward_layers: positions [{}, {}) exceed the cache capacity {}",
            p0, p0 + n, kv.capacity());
-  if (pattern) {
+  if (reuse.sparse()) {
     IC_CHECK(dsa_, "forward_layers: a layer pattern needs a DSA spec (set_dsa)");
-    IC_CHECK(pattern->n_layers() == c.n_layers, "forward_layers: pattern {} has {} layers, the model {}",
-             pattern->str(), pattern->n_layers(), c.n_layers);
+    IC_CHECK(reuse.pattern().n_layers() == c.n_layers, "forward_layers: pattern {} has {} layers, the model {}",
+             reuse.pattern().str(), reuse.pattern().n_layers(), c.n_layers);
   }
-  const LayerPattern* pat = pattern ? pattern : (dsa_ ? &dsa_->pattern : nullptr);
-  if (dsa_ && l0 < l1 && !pat->is_full(l0))
-    IC_CHECK(topk.defined() && topk.dim(0) == n,
-             "forward_layers: shared layer {} starts the range, so the selection of layer {} must be passed in",
-             l0, pat->source(l0));
   const int64_t kv_dim = c.n_kv_heads * c.head_dim;
 
   Tensor pos_host = Tensor::empty({n}, DType::I32);
@@ -281,36 +258,20 @@ void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, 
     // first, or their time lands in the indexer's (a few microseconds of sync per layer).
     if (dev == Device::CUDA) cuda::synchronize();
     auto t_attn = std::chrono::steady_clock::now();
-    if (dsa_) {
-      // F layers select with their own indexer; S layers keep the selection of the nearest
-      // preceding F layer, which is the last one computed in this loop (or passed in).
-      if (pat->is_full(l)) {
+    if (reuse.sparse()) {
+      if (reuse.runs_indexer(l)) {
         const auto t_index = std::chrono::steady_clock::now();
-        IC_CHECK(dsa_->indexers[l].wq.defined(), "layer {} is F in pattern {} but has no indexer weights loaded",
-                 l, pat->str());
-        const IndexerActivations ia = dev == Device::CPU
-                                          ? indexer_project(dsa_->config, dsa_->indexers[l], h, pos)
-                                          : indexer_project(dsa_->config, index_run_[l], h, pos);
-        Tensor& cache = kv.index_k(l);
-        IC_CHECK(cache.defined(), "layer {} is F in pattern {} but the cache has no indexer keys for it "
-                 "(make the cache with a spec where it is F)", l, pat->str());
-        topk = Tensor::empty({n, dsa_->config.topk}, DType::I32, dev);
-        if (dev == Device::CPU) {
-          cache.slice_rows(p0, p0 + n).copy_from(ia.k);
-          ops::indexer_topk(ia.q, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
-        } else {
-          Tensor rows = cache.slice_rows(p0, p0 + n);
-          ops::to_bf16(ia.k, rows);
-          Tensor q16 = Tensor::empty(ia.q.shape(), DType::BF16, dev);
-          ops::to_bf16(ia.q, q16);
-          ops::indexer_topk(q16, cache.slice_rows(0, p0 + n), Tensor(), ia.w, p0, topk);
-        }
+        reuse.publish(l, select(l, h, pos, kv, p0, reuse.pattern()));
         if (dev == Device::CUDA) cuda::synchronize();  // the indexer's kernels, not only their launches
         const auto now = std::chrono::steady_clock::now();
         stats_.indexer += std::chrono::duration<double>(now - t_index).count();
         ++stats_.indexer_layer_runs;
         t_attn = now;  // the indexer's time is not attention's
       }
+      const Tensor& topk = reuse.selection(l);
+      IC_CHECK(topk.dim(0) == n && topk.device() == dev,
+               "forward_layers: layer {} was handed a selection {} for {} tokens on {}", l, topk.desc(), n,
+               device_name(dev));
       dump("topk", li, topk);
       ops::sparse_attention(q, kv.k(l), kv.v(l), topk, p0, scale, att);
     } else {

@@ -1,7 +1,6 @@
 #pragma once
 // Llama-family dense transformer (SmolLM2 and relatives) read from a GGUF file: tied or separate
 // output head, RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU feed-forward.
-#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -10,6 +9,7 @@
 #include "core/tensor.h"
 #include "io/tokenizer.h"
 #include "model/dsa.h"
+#include "model/model.h"
 #include "ops/linear.h"
 #include "ops/rope.h"
 
@@ -37,21 +37,16 @@ struct LlamaConfig {
 // Keys and values of every layer for one sequence, head-major: [n_kv_heads, capacity, head_dim];
 // with a DSA spec also the indexer key cache of each F layer, [capacity, indexer head_dim]
 // (S layers get none).
-class KVCache {
+class KVCache : public ModelCache {
  public:
   KVCache(const LlamaConfig& cfg, int64_t capacity, Device device, const DsaSpec* dsa = nullptr);
-  int64_t capacity() const { return capacity_; }
-  int64_t size() const { return size_; }  // tokens stored
-  void clear() { size_ = 0; }
-  void set_size(int64_t n);
   Tensor& k(int64_t layer) { return k_[layer]; }
   Tensor& v(int64_t layer) { return v_[layer]; }
   Tensor& index_k(int64_t layer) { return index_k_[layer]; }  // undefined on S layers
-  int64_t bytes() const;
-  int64_t index_bytes() const;
+  int64_t bytes() const override;
+  int64_t index_bytes() const override;
 
  private:
-  int64_t capacity_ = 0, size_ = 0;
   std::vector<Tensor> k_, v_, index_k_;
 };
 
@@ -61,69 +56,41 @@ struct LlamaLayer {
   ops::LinearWeight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
-// Called with named intermediates ("attn_norm", "q", "k", "v", "attn_out", "ffn_out", "result_norm",
-// ...) of each layer (-1 for whole-model tensors), so a run can be compared tensor by tensor with an
-// independent implementation.
-using TensorCallback = std::function<void(const std::string& name, int layer, const Tensor& t)>;
-
-// Where forward time went, accumulated over calls until reset (wall seconds).
-struct ForwardStats {
-  double total = 0.0;
-  double indexer = 0.0;    // indexer projections, scores and top-k (F layers only)
-  double attention = 0.0;  // dense or sparse attention
-  int64_t tokens = 0;
-  int64_t indexer_layer_runs = 0;  // F-layer indexer evaluations (one per F layer per chunk)
-};
-
-class LlamaModel {
+// The llama family behind the Model interface. Indexers are not part of a GGUF: set_dsa
+// attaches them from an indexer file (model/dsa.h), which makes the model a DSA model.
+class LlamaModel final : public Model {
  public:
   // Map the GGUF, read the config and tokenizer, and load weights for `device`.
   static std::unique_ptr<LlamaModel> load(const std::string& path, Device device = Device::CPU);
-  ~LlamaModel();
+  ~LlamaModel() override;
 
   const LlamaConfig& config() const { return cfg_; }
-  const Tokenizer& tokenizer() const { return *tokenizer_; }
-  Device device() const { return device_; }
-  const std::string& path() const { return path_; }
-  int64_t weight_bytes() const;
+  const ModelInfo& info() const override { return info_; }
+  const Tokenizer& tokenizer() const override { return *tokenizer_; }
+  Device device() const override { return device_; }
+  const std::string& path() const override { return path_; }
+  int64_t weight_bytes() const override;
 
-  // Run `tokens` at positions [kv.size(), kv.size() + n) and append them to `kv`.
-  // Fills `logits` (F32 [n_out, vocab] on the CPU) for the last n_out tokens, n_out = all_logits ? n : 1.
-  void forward(std::span<const int32_t> tokens, KVCache& kv, Tensor& logits, bool all_logits);
-  // forward, scoring every row instead of returning its logits: out[i] = log p(targets[i] |
-  // tokens up to i) (host floats, n of them). On a GPU only these n values leave the device.
-  void forward_logprobs(std::span<const int32_t> tokens, KVCache& kv, std::span<const int32_t> targets, float* out);
+  const LayerPattern* pattern() const override { return dsa_ ? &dsa_->pattern : nullptr; }
+  // Keeps the spec's indexers; every F layer of `pattern` needs one.
+  void set_pattern(const LayerPattern& pattern) override;
+  bool has_indexer(int64_t layer) const override;
+  int64_t topk() const override { return dsa_ ? dsa_->config.topk : 0; }
 
-  // Embedding rows for `tokens`: F32 [n, dim] on the host.
-  Tensor embed(std::span<const int32_t> tokens) const;
+  std::unique_ptr<ModelCache> make_cache(int64_t capacity) const override {
+    return std::make_unique<KVCache>(cfg_, capacity, device_, dsa_.get());
+  }
+  // The same cache as make_cache, by its concrete type (tests and llama-only tools).
+  KVCache make_kv(int64_t capacity) const { return KVCache(cfg_, capacity, device_, dsa_.get()); }
+  Tensor embed(std::span<const int32_t> tokens) const override;
+  void forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0, IndexReuse& reuse) override;
+  void output_logits(const Tensor& x, float* logits) override;
+  void output_logprobs(const Tensor& x, std::span<const int32_t> targets, float* out) override;
 
-  // The forward pass a layer range at a time, for tools that rerun part of the model (the
-  // greedy pattern search reuses every layer before the one it changes).
-  // x: F32 [n, dim] on the model's device, the residual stream entering layer l0, updated in
-  // place to the stream leaving layer l1 - 1. The n tokens sit at positions [p0, p0 + n); their
-  // keys and values (and indexer keys) are written into `kv` for each layer run, which must hold
-  // positions < p0 for those layers; kv.size() is left to the caller.
-  // topk (DSA only): I32 [n, k], the selection of the nearest F layer before l0 on entry (needed
-  // when l0 is S), that of the last F layer run on exit.
-  // pattern: overrides the spec's pattern for this call (null: the spec's); its F layers need
-  // loaded indexer weights and indexer caches in `kv`.
-  void forward_layers(int64_t l0, int64_t l1, Tensor& x, KVCache& kv, int64_t p0, Tensor& topk,
-                      const LayerPattern* pattern = nullptr);
-  // Final norm and output head: x F32 [rows, dim] on the model's device -> logits, F32
-  // [rows, vocab] host floats.
-  void output_logits(const Tensor& x, float* logits);
-  // Final norm, output head and ops::token_logprob: out[r] = log p(targets[r]) for each row of
-  // x (targets and out: `rows` host values).
-  void output_logprobs(const Tensor& x, std::span<const int32_t> targets, float* out);
-
-  void set_tensor_callback(TensorCallback cb) { callback_ = std::move(cb); }
   // Run as a DSA model: indexers on the spec's F layers, sparse attention over their top-k on
-  // every layer. Null returns to dense attention. KV caches must be made after this call.
+  // every layer. Null returns to dense attention. Caches must be made after this call.
   void set_dsa(std::shared_ptr<const DsaSpec> spec);
   const DsaSpec* dsa() const { return dsa_.get(); }
-  KVCache make_cache(int64_t capacity) const { return KVCache(cfg_, capacity, device_, dsa_.get()); }
-  const ForwardStats& stats() const { return stats_; }
-  void reset_stats() { stats_ = {}; }
   const LlamaLayer& layer(int64_t i) const { return layers_[i]; }
   const ops::LinearWeight& output() const { return output_; }
   const Tensor& output_norm() const { return output_norm_; }
@@ -131,15 +98,13 @@ class LlamaModel {
 
  private:
   LlamaModel() = default;
-  // Runs one chunk through every layer; returns the residual stream leaving the last layer.
-  Tensor forward_chunk(std::span<const int32_t> tokens, KVCache& kv);
-  void dump(const char* name, int layer, const Tensor& t) const {
-    if (callback_) callback_(name, layer, t);
-  }
+  // The selection of F layer l for n tokens at p0 (indexer projections, key cache write, top-k).
+  Tensor select(int64_t l, const Tensor& h, const Tensor& pos, KVCache& kv, int64_t p0, const LayerPattern& pat);
 
   std::string path_;
   Device device_ = Device::CPU;
   LlamaConfig cfg_;
+  ModelInfo info_;
   std::unique_ptr<gguf::File> file_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::vector<LlamaLayer> layers_;
@@ -147,10 +112,8 @@ class LlamaModel {
   ops::LinearWeight output_;
   const void* embd_rows_ = nullptr;  // token_embd in the mapping: [vocab] rows of dim
   DType embd_type_ = DType::F32;
-  TensorCallback callback_;
   std::shared_ptr<const DsaSpec> dsa_;
   std::vector<IndexerRunWeights> index_run_;  // GPU only: per layer, empty where the spec has none
-  ForwardStats stats_;
 };
 
 // Plain reference forward: dequantised f32 weights, scalar loops, double accumulations, the whole

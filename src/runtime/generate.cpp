@@ -7,9 +7,9 @@
 
 namespace ic {
 
-GenerateResult generate(LlamaModel& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         const std::function<void(int32_t, const std::string&)>& on_token) {
-  const LlamaConfig& c = model.config();
+  const ModelInfo& c = model.info();
   IC_CHECK(!prompt.empty(), "generate: the prompt is empty");
   IC_CHECK(opt.max_new_tokens >= 0, "generate: negative token count {}", opt.max_new_tokens);
   const int64_t total = static_cast<int64_t>(prompt.size()) + opt.max_new_tokens;
@@ -18,7 +18,8 @@ GenerateResult generate(LlamaModel& model, const std::vector<int32_t>& prompt, c
            prompt.size(), opt.max_new_tokens, c.context_max);
   GenerateResult r;
   r.prompt_tokens = prompt;
-  KVCache kv = model.make_cache(std::max<int64_t>(total, 1));
+  const auto kv_owner = model.make_cache(std::max<int64_t>(total, 1));
+  ModelCache& kv = *kv_owner;
   Sampler sampler(opt.sampler);
   Tensor logits;
   using clock = std::chrono::steady_clock;

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/model.h"
 #include "runtime/sampler.h"
 
 namespace ic {
@@ -26,7 +26,7 @@ struct GenerateResult {
   double decode_tokens_per_s() const { return decode_steps / std::max(decode_seconds, 1e-9); }
 };
 
-GenerateResult generate(LlamaModel& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         const std::function<void(int32_t token, const std::string& piece)>& on_token = nullptr);
 
 }  // namespace ic

@@ -80,7 +80,7 @@ std::string passkey_key(uint64_t seed, int64_t cell, int64_t trial) {
   return std::string(5 - key.size(), '0') + key;
 }
 
-PasskeyScore score_passkey(LlamaModel& model, KVCache& kv, const PasskeyPrompt& prompt) {
+PasskeyScore score_passkey(Model& model, ModelCache& kv, const PasskeyPrompt& prompt) {
   const int64_t n = static_cast<int64_t>(prompt.tokens.size());
   const int64_t n_key = prompt.key_len();
   IC_CHECK(n_key > 0 && prompt.key_begin - 1 >= prompt.prefix_len,
@@ -97,7 +97,7 @@ PasskeyScore score_passkey(LlamaModel& model, KVCache& kv, const PasskeyPrompt& 
   if (tail_begin > prompt.prefix_len)
     model.forward(all.subspan(prompt.prefix_len, tail_begin - prompt.prefix_len), kv, logits, false);
   model.forward(all.subspan(tail_begin, n_key), kv, logits, true);
-  const int64_t V = model.config().vocab;
+  const int64_t V = model.info().vocab;
   // Exact match is "every key position's argmax is the key token". It equals greedy decoding of
   // the key: greedy decoding feeds back its own argmax, so while every argmax so far matched, the
   // tokens it has fed are the key's and its logits at the next position are these teacher-forced
@@ -126,18 +126,19 @@ double PasskeyReport::mean_nll() const {
   return t ? s / t : 0.0;
 }
 
-PasskeyReport run_passkey(LlamaModel& model, const PasskeyBuilder& builder, const PasskeyOptions& opt,
+PasskeyReport run_passkey(Model& model, const PasskeyBuilder& builder, const PasskeyOptions& opt,
                           const std::function<void(const PasskeyProgress&)>& progress) {
   IC_CHECK(opt.trials > 0, "passkey: trials must be positive, got {}", opt.trials);
   IC_CHECK(!opt.lengths.empty() && !opt.depths.empty(), "passkey: no lengths or no depths");
-  const int64_t ctx_max = model.config().context_max;
+  const int64_t ctx_max = model.info().context_max;
   for (int64_t len : opt.lengths)
     IC_CHECK(len > 0 && len <= ctx_max, "passkey: length {} exceeds the model's trained context {}", len, ctx_max);
   for (double d : opt.depths) IC_CHECK(d >= 0.0 && d <= 1.0, "passkey: depth {} outside [0, 1]", d);
 
   PasskeyReport r;
   const int64_t capacity = *std::max_element(opt.lengths.begin(), opt.lengths.end());
-  KVCache kv = model.make_cache(capacity);
+  const auto kv_owner = model.make_cache(capacity);
+  ModelCache& kv = *kv_owner;
   // Estimated work for the ETA: per cell one prefix, then the rest once per trial.
   int64_t total = 0;
   for (int64_t len : opt.lengths)

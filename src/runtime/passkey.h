@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "indexcache/text_data.h"  // TokenizeFn
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace ic {
 
@@ -77,7 +77,7 @@ struct PasskeyScore {
 // for example from an earlier trial of the same cell; kv.size() may be larger, it is cut back).
 // Runs the rest of the prompt in one forward, teacher-forced: logits only for the rows that
 // predict key tokens.
-PasskeyScore score_passkey(LlamaModel& model, KVCache& kv, const PasskeyPrompt& prompt);
+PasskeyScore score_passkey(Model& model, ModelCache& kv, const PasskeyPrompt& prompt);
 
 struct PasskeyOptions {
   std::vector<int64_t> lengths{1024, 2048, 4096, 8192};  // target prompt lengths in tokens
@@ -114,7 +114,7 @@ struct PasskeyProgress {
 // Every cell of `opt` on `model` (dense or with its DSA spec): one KV cache of the longest
 // prompt, the prefix of each cell prefilled once. Throws ic::Error on a length past the model's
 // trained context or a depth outside [0, 1].
-PasskeyReport run_passkey(LlamaModel& model, const PasskeyBuilder& builder, const PasskeyOptions& opt,
+PasskeyReport run_passkey(Model& model, const PasskeyBuilder& builder, const PasskeyOptions& opt,
                           const std::function<void(const PasskeyProgress&)>& progress = nullptr);
 
 }  // namespace ic

@@ -24,9 +24,9 @@ double PerplexityResult::ppl_from(int64_t min_position) const {
   return count ? std::exp(sum / count) : 0.0;
 }
 
-PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, int64_t ctx,
+PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, int64_t ctx,
                             const std::function<void(const PerplexityProgress&)>& progress) {
-  const LlamaConfig& c = model.config();
+  const ModelInfo& c = model.info();
   IC_CHECK(ctx >= 2, "perplexity: context must be at least 2 tokens, got {}", ctx);
   IC_CHECK(ctx <= c.context_max, "perplexity: context {} exceeds the model's trained context {}", ctx,
            c.context_max);
@@ -36,7 +36,8 @@ PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, 
   r.n_tokens = n;
   r.n_windows = (n + ctx - 1) / ctx;
   if (n % ctx == 1) --r.n_windows;  // a 1-token tail has nothing to predict
-  KVCache kv = model.make_cache(ctx);
+  const auto kv_owner = model.make_cache(ctx);
+  ModelCache& kv = *kv_owner;
   std::vector<float> lps;
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t w = 0; w < r.n_windows; ++w) {

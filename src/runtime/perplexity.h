@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace ic {
 
@@ -30,7 +30,7 @@ struct PerplexityProgress {
   double seconds, ppl_so_far;
 };
 
-PerplexityResult perplexity(LlamaModel& model, std::span<const int32_t> tokens, int64_t ctx,
+PerplexityResult perplexity(Model& model, std::span<const int32_t> tokens, int64_t ctx,
                             const std::function<void(const PerplexityProgress&)>& progress = nullptr);
 
 // log p(target) from one row of logits, computed stably in double (ops::cpu::row_logprob).

@@ -28,7 +28,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 void run(const BenchArgs& a) {
   auto model = load_model(a.model, a.json);
-  const LlamaConfig& c = model->config();
+  const ModelInfo& c = model->info();
   IC_CHECK(a.prompt + a.gen <= c.context_max, "bench: {} + {} tokens exceed the model's context {}", a.prompt, a.gen,
            c.context_max);
   // Random ids: throughput does not depend on the text, and the run needs no data file.
@@ -43,7 +43,8 @@ void run(const BenchArgs& a) {
                 "|---|---|---|---|---|---|---|---|\n");
   for (int t : threads) {
     omp_set_num_threads(t);
-    KVCache kv = model->make_cache(a.prompt + a.gen);
+    const auto kv_owner = model->make_cache(a.prompt + a.gen);
+    ModelCache& kv = *kv_owner;
     Tensor logits;
     double best_prefill = 1e30, best_decode = 1e30, index_share = 0, attn_share = 0;
     for (int r = 0; r < a.reps; ++r) {

@@ -66,7 +66,7 @@ void print_eval(const EvalReport& r, const DsaSpec& spec, bool json) {
 }
 
 void run(DistillArgs a) {
-  auto model = load_model(a.model, a.json);
+  auto model = load_llama(a.model, "distill", a.json);
   const LlamaConfig& mc = model->config();
   const Tokenizer& tok = model->tokenizer();
   const TokenizeFn tokenize = [&](std::string_view text) { return tok.encode(text, false); };

@@ -45,7 +45,7 @@ void progress_line(const std::string& what, int64_t done, int64_t total, double 
 
 // Held-out text: every .txt of the given files and folders in path order, EOS between documents,
 // cut at max_tokens.
-std::vector<std::vector<int32_t>> read_heldout(const LlamaModel& m, const std::vector<std::string>& paths, int64_t max_tokens) {
+std::vector<std::vector<int32_t>> read_heldout(const Model& m, const std::vector<std::string>& paths, int64_t max_tokens) {
   std::vector<std::vector<int32_t>> docs;
   int64_t n = 0;
   for (const std::string& f : list_text_files(paths)) {
@@ -82,7 +82,7 @@ void run(EvalArgs a) {
   const bool do_ppl = has(a.sections, "ppl"), do_pk = has(a.sections, "passkey"), do_recall = has(a.sections, "recall");
   IC_CHECK(!(do_ppl || do_recall) || !a.files.empty(), "perplexity and recall need held-out text: -f FILES_OR_FOLDERS");
 
-  auto model = load_model(a.model);
+  auto model = load_llama(a.model, "eval");
   const LlamaConfig& mc = model->config();
   // Everything that can fail on the arguments fails before any measurement starts.
   if (do_ppl)

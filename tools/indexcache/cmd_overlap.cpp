@@ -22,7 +22,7 @@ struct OverlapArgs {
 };
 
 void run(const OverlapArgs& a) {
-  auto model = load_model(a.model);
+  auto model = load_llama(a.model, "overlap");
   const LlamaConfig& mc = model->config();
   IC_CHECK(a.ctx >= 2 && a.ctx <= mc.context_max, "--ctx {} exceeds the model's trained context {} (or is below 2)", a.ctx,
            mc.context_max);

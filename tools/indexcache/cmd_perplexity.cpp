@@ -33,7 +33,7 @@ void run(const PerplexityArgs& a) {
   });
   const double tps = r.n_tokens / std::max(r.seconds, 1e-9);
   // With DSA, also the perplexity of the tokens past the top-k, where sparse attention drops keys.
-  const int64_t k = a.past > 0 ? a.past : (model->dsa() ? model->dsa()->config.topk : 0);
+  const int64_t k = a.past > 0 ? a.past : model->topk();
   const double ppl_past_k = k > 0 ? r.ppl_from(k + 1) : 0.0;
   if (a.json) {
     nlohmann::json j = {{"file", a.file},     {"ctx", a.ctx},         {"tokens", r.n_tokens},
@@ -44,9 +44,9 @@ void run(const PerplexityArgs& a) {
       j["past"] = k;
       j["ppl_past"] = ppl_past_k;
     }
-    if (model->dsa()) {
-      j["topk"] = model->dsa()->config.topk;
-      j["pattern"] = model->dsa()->pattern.str();
+    if (model->pattern()) {
+      j["topk"] = model->topk();
+      j["pattern"] = model->pattern()->str();
     }
     std::printf("%s\n", j.dump().c_str());
     return;

@@ -52,7 +52,7 @@ void run(SearchArgs a) {
   ModelOptions dense = a.model;
   dense.indexers.clear();
   dense.topk = 0;
-  auto model = load_model(dense, a.quiet);
+  auto model = load_llama(dense, "search", a.quiet);
   const LlamaConfig& mc = model->config();
   const int64_t N = mc.n_layers;
   auto spec = std::make_shared<DsaSpec>(load_indexers(a.model.indexers, N, mc.dim, LayerPattern::all_full(N),

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/load_model.h"
 
 namespace ic::cli {
 
@@ -26,37 +27,73 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--topk", o.topk, "Keys each query attends to (default: the file's)")->check(CLI::PositiveNumber);
 }
 
-std::unique_ptr<LlamaModel> load_model(const ModelOptions& o, bool quiet) {
+namespace {
+// --pattern / --index-freq as a pattern over L layers, nullopt when neither is given.
+std::optional<LayerPattern> pattern_option(const ModelOptions& o, int64_t L) {
+  IC_CHECK(o.pattern.empty() || o.index_freq == 0, "give --pattern or --index-freq, not both");
+  IC_CHECK(o.index_offset == 1 || o.index_freq > 0, "--index-offset only means something with --index-freq");
+  if (!o.pattern.empty()) return LayerPattern::parse(o.pattern, L);
+  if (o.index_freq > 0) return LayerPattern::from_freq(L, o.index_freq, o.index_offset);
+  return std::nullopt;
+}
+
+void report_load(const Model& m, double seconds) {
+  const ModelInfo& c = m.info();
+  std::fprintf(stderr, "loaded %s (%s): %lld layers, width %lld, vocab %lld, %.1f MiB of weights on %s, %.2f s, "
+               "%d threads\n", m.path().c_str(), c.architecture.c_str(), (long long)c.n_layers, (long long)c.dim,
+               (long long)c.vocab, m.weight_bytes() / 1048576.0, std::string(device_name(m.device())).c_str(), seconds,
+               omp_get_max_threads());
+}
+}  // namespace
+
+std::unique_ptr<Model> load_model(const ModelOptions& o, bool quiet) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const std::string path = resolve_model_path(o.model);
-  const Device dev = o.device == "cuda" ? Device::CUDA : Device::CPU;
+  LoadOptions lo;
+  lo.device = o.device == "cuda" ? Device::CUDA : Device::CPU;
   const auto t0 = std::chrono::steady_clock::now();
-  auto m = LlamaModel::load(path, dev);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto m = ic::load_model(path, lo);
+  if (!quiet) report_load(*m, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   apply_dsa(o, *m, quiet);
-  if (!quiet) {
-    const LlamaConfig& c = m->config();
-    std::fprintf(stderr, "loaded %s: %lld layers, width %lld, %lld/%lld heads, vocab %lld, %.1f MiB of weights on %s, %.2f s, %d threads\n",
-                 path.c_str(), (long long)c.n_layers, (long long)c.dim, (long long)c.n_heads,
-                 (long long)c.n_kv_heads, (long long)c.vocab, m->weight_bytes() / 1048576.0,
-                 std::string(device_name(dev)).c_str(), s, omp_get_max_threads());
-  }
   return m;
 }
 
-void apply_dsa(const ModelOptions& o, LlamaModel& m, bool quiet) {
-  const int64_t L = m.config().n_layers;
+std::unique_ptr<LlamaModel> load_llama(const ModelOptions& o, const char* command, bool quiet) {
+  const std::string path = resolve_model_path(o.model);
+  IC_CHECK(!is_hf_folder(path), "{} -m {}: this command runs on llama-family GGUF models with --indexers files so "
+           "far; the DSA family (HF model folders) is not supported by it yet", command, path);
+  std::unique_ptr<Model> m = load_model(o, quiet);
+  std::unique_ptr<LlamaModel> lm(dynamic_cast<LlamaModel*>(m.get()));
+  IC_ASSERT(lm);
+  m.release();
+  return lm;
+}
+
+void apply_dsa(const ModelOptions& o, Model& m, bool quiet) {
+  const int64_t L = m.info().n_layers;
+  auto* llama = dynamic_cast<LlamaModel*>(&m);
+  if (!llama) {
+    // A DSA checkpoint carries its indexers; the options only choose its F layers.
+    IC_CHECK(o.indexers.empty(), "--indexers attaches indexer files to llama-family models; {} carries its own",
+             m.path());
+    IC_CHECK(o.topk == 0, "--topk is not supported for {} models yet (their k is the checkpoint's)", m.info().family);
+    const std::optional<LayerPattern> pattern = pattern_option(o, L);
+    if (pattern) {
+      IC_CHECK(m.pattern(), "--pattern/--index-freq: {} has no indexers (it runs dense)", m.path());
+      m.set_pattern(*pattern);
+    }
+    if (!quiet && m.pattern())
+      std::fprintf(stderr, "DSA: pattern %s (%lld of %lld layers F), top-k %lld\n", m.pattern()->str().c_str(),
+                   (long long)m.pattern()->n_full(), (long long)L, (long long)m.topk());
+    return;
+  }
   if (o.indexers.empty()) {
     IC_CHECK(o.pattern.empty() && o.index_freq == 0 && o.topk == 0,
              "--pattern, --index-freq and --topk need --indexers FILE (without it the model runs dense)");
     return;
   }
-  IC_CHECK(o.pattern.empty() || o.index_freq == 0, "give --pattern or --index-freq, not both");
-  IC_CHECK(o.index_offset == 1 || o.index_freq > 0, "--index-offset only means something with --index-freq");
-  std::optional<LayerPattern> pattern;
-  if (!o.pattern.empty()) pattern = LayerPattern::parse(o.pattern, L);
-  if (o.index_freq > 0) pattern = LayerPattern::from_freq(L, o.index_freq, o.index_offset);
-  auto spec = std::make_shared<DsaSpec>(load_indexers(o.indexers, L, m.config().dim, pattern,
+  const std::optional<LayerPattern> pattern = pattern_option(o, L);
+  auto spec = std::make_shared<DsaSpec>(load_indexers(o.indexers, L, llama->config().dim, pattern,
                                                       o.topk > 0 ? std::optional<int64_t>(o.topk) : std::nullopt));
   if (!quiet) {
     const DsaSpec& d = *spec;
@@ -70,7 +107,7 @@ void apply_dsa(const ModelOptions& o, LlamaModel& m, bool quiet) {
                  d.weight_bytes() / 1048576.0, (long long)d.key_cache_bytes_per_token(m.device()),
                  (long long)(L * dtype_row_bytes(indexer_key_dtype(m.device()), d.config.head_dim)));
   }
-  m.set_dsa(std::move(spec));
+  llama->set_dsa(std::move(spec));
 }
 
 std::string resolve_model_path(const std::string& given) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "model/llama.h"
+#include "model/load_model.h"
 
 namespace ic::cli {
 
@@ -22,10 +23,14 @@ struct ModelOptions {
 };
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);
-// Applies the thread count and loads the model, reporting the load on stderr.
-std::unique_ptr<LlamaModel> load_model(const ModelOptions& o, bool quiet = false);
-// Attach indexers and the layer pattern from the options (no-op without --indexers).
-void apply_dsa(const ModelOptions& o, LlamaModel& m, bool quiet);
+// Applies the thread count and loads the model (a GGUF file or an HF model folder), with the
+// indexers and layer pattern of the options, reporting the load on stderr.
+std::unique_ptr<Model> load_model(const ModelOptions& o, bool quiet = false);
+// The same for commands that so far work on the llama family only (they attach indexer files):
+// fails naming the command when the model is of another family.
+std::unique_ptr<LlamaModel> load_llama(const ModelOptions& o, const char* command, bool quiet = false);
+// Attach indexers (llama family) and choose the layer pattern from the options.
+void apply_dsa(const ModelOptions& o, Model& m, bool quiet);
 std::string resolve_model_path(const std::string& given);  // -m, else $IC_MODEL, else the default
 std::string read_file(const std::string& path);
 void write_text(const std::string& path, const std::string& text);  // fails naming the path
