@@ -70,11 +70,13 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
 
 // A file image from a header text and data bytes (no padding: tests control every byte).
 std::vector<uint8_t> image(const std::string& header, const std::vector<uint8_t>& data = {}) {
-  std::vector<uint8_t> b(8);
+  // Sized once and filled by memcpy: GCC 12 misreads vector::insert of a string's range here as
+  // an overread (-Wstringop-overread) of an empty vector.
   const uint64_t n = header.size();
+  std::vector<uint8_t> b(8 + header.size() + data.size());
   std::memcpy(b.data(), &n, 8);
-  b.insert(b.end(), header.begin(), header.end());
-  b.insert(b.end(), data.begin(), data.end());
+  if (!header.empty()) std::memcpy(b.data() + 8, header.data(), header.size());
+  if (!data.empty()) std::memcpy(b.data() + 8 + header.size(), data.data(), data.size());
   return b;
 }
 
