@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "core/error.h"
 
@@ -16,17 +21,56 @@ std::atomic<int>& forced_isa() {
   return forced;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+
+// CPUID registers of one leaf/subleaf; all zero when the CPU has no such leaf.
+struct CpuidRegs {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+};
+
+CpuidRegs cpuid(unsigned leaf, unsigned subleaf) {
+  CpuidRegs r;
+  if (!__get_cpuid_count(leaf, subleaf, &r.eax, &r.ebx, &r.ecx, &r.edx)) r = {};
+  return r;
+}
+
+bool bit(unsigned reg, int n) { return (reg >> n) & 1u; }
+
+// XCR0: which register states the OS saves on a context switch. Inline asm rather than
+// _xgetbv(), which needs -mxsave on this file; callers check OSXSAVE first, else it faults.
+uint64_t xcr0() {
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (static_cast<uint64_t>(hi) << 32) | lo;
+}
+
+// CPUID + XGETBV read directly rather than __builtin_cpu_supports, whose feature names differ
+// between compilers (clang 14 rejects "f16c"). A vector extension counts only if the OS also
+// saves its registers on a context switch (XCR0), as GCC's builtin and the kernel's
+// /proc/cpuinfo flags both require: without that the instructions fault.
 CpuIsa detect() {
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
-  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
-                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                      __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("avx512vnni") &&
-                      __builtin_cpu_supports("avx512bf16");
+  const CpuidRegs l1 = cpuid(1, 0);
+  const bool osxsave = bit(l1.ecx, 27);
+  const uint64_t xcr = osxsave ? xcr0() : 0;
+  const bool os_avx = (xcr & 0x6) == 0x6;        // XMM (bit 1) + YMM (bit 2) state
+  const bool os_avx512 = (xcr & 0xe6) == 0xe6;   // + opmask, ZMM_Hi256, Hi16_ZMM (bits 5-7)
+  const bool avx = os_avx && bit(l1.ecx, 28);
+  const bool fma = bit(l1.ecx, 12), f16c = bit(l1.ecx, 29);
+
+  const CpuidRegs l7 = cpuid(7, 0);
+  const CpuidRegs l7s1 = l7.eax >= 1 ? cpuid(7, 1) : CpuidRegs{};  // l7.eax: highest subleaf
+  const bool avx2 = avx && fma && f16c && bit(l7.ebx, 5);
+  const bool avx512 = avx2 && os_avx512 && bit(l7.ebx, 16) /* F */ && bit(l7.ebx, 17) /* DQ */ &&
+                      bit(l7.ebx, 30) /* BW */ && bit(l7.ebx, 31) /* VL */ &&
+                      bit(l7.ecx, 11) /* VNNI */ && bit(l7s1.eax, 5) /* BF16 */;
   return avx512 ? CpuIsa::Avx512 : avx2 ? CpuIsa::Avx2 : CpuIsa::Scalar;
 }
+
+#else
+
+CpuIsa detect() { return CpuIsa::Scalar; }  // the SIMD kernels are x86 only
+
+#endif
 
 // Detected ISA capped by IC_CPU_ISA; a bad value throws at first use rather than being ignored.
 CpuIsa detected_capped_by_env() {
