@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -15,6 +17,7 @@
 
 #include "core/error.h"
 #include "io/hf_folder.h"
+#include "model/pattern_conventions.h"
 
 namespace ic::hf {
 namespace {
@@ -347,6 +350,7 @@ TEST(HfFolder, Fp8BlockScalesDequantise) {
 
     const Folder f = Folder::open(d.str());
     ASSERT_TRUE(f.quantization().fp8);
+    expect_values(f.read_f32("e8.weight_scale_inv", ws.scale_dims), ws.scale, "E8M0 scales");
     EXPECT_EQ(f.quantization().ue8m0_scales, ue8m0);
     f.check_all();
     for (const auto& [name, fw] : std::vector<std::pair<std::string, const Fp8Weight*>>{
@@ -565,7 +569,7 @@ TEST(HfFolder, BadScalesAndDTypes) {
         const uint8_t b[4] = {1, 2, 3, 4};
         w.add_raw("w", "F8_E5M2", {2, 2}, b, 4);
       }),
-      "is F8_E5M2; the only fp8 weights indexcache reads are F8_E4M3");
+      "is F8_E5M2; the only fp8 tensors indexcache reads are F8_E4M3 weights");
   has(folder_error(nullptr, [&](st::Writer& w) {
         const int64_t b[2] = {1, 2};
         w.add_raw("w", "I64", {2}, b, 16);
@@ -583,6 +587,55 @@ TEST(HfFolder, EmptyFp8Weight) {
   w.write(d / "model.safetensors");
   const Folder f = Folder::open(d.str());
   EXPECT_EQ(f.read_f32("w", {0, 300}).numel(), 0);
+}
+
+// The fuzz target's seeds (scripts/make-hf-fuzz-seeds.py, a writer independent of ours) are
+// valid folders: everything in them reads, and GLM-5.2's knobs give its 21 F layers.
+TEST(HfFolder, FuzzSeedsAreValidFolders) {
+  std::string src = ".";
+  if (const char* e = std::getenv("IC_SOURCE_DIR"); e && *e) src = e;
+#ifdef IC_SOURCE_DIR
+  else src = IC_SOURCE_DIR;
+#endif
+  const fs::path seeds = fs::path(src) / "fuzz/corpus/hf_folder";
+  ASSERT_TRUE(fs::is_directory(seeds)) << seeds;
+  int n_seeds = 0;
+  for (const auto& entry : fs::directory_iterator(seeds)) {
+    SCOPED_TRACE(entry.path().string());
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::vector<uint8_t> b{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    TempDir d;
+    size_t at = 0;
+    while (at < b.size()) {  // u16 name length, name, u32 size, bytes
+      ASSERT_LE(at + 2, b.size());
+      const size_t nl = b[at] | (size_t{b[at + 1]} << 8);
+      ASSERT_LE(at + 2 + nl + 4, b.size());
+      const std::string name(reinterpret_cast<const char*>(&b[at + 2]), nl);
+      uint32_t size = 0;
+      std::memcpy(&size, &b[at + 2 + nl], 4);
+      at += 2 + nl + 4;
+      ASSERT_LE(at + size, b.size());
+      write_text(d / name, std::string(reinterpret_cast<const char*>(&b[at]), size));
+      at += size;
+    }
+    const Folder f = Folder::open(d.str());
+    f.check_all();
+    for (const auto& [name, shard] : f.weights().weight_map()) {
+      const Tensor t = f.read_f32(name, f.shape(name));
+      for (int64_t i = 0; i < t.numel(); ++i) ASSERT_TRUE(std::isfinite(t.data<float>()[i])) << name;
+    }
+    const int64_t n = f.config().get_int("num_hidden_layers");
+    for (PatternRule r : {PatternRule::THUDM, PatternRule::SGLang, PatternRule::HF})
+      (void)pattern_from_config(f.config(), n, r);
+    if (n == 78) {
+      const LayerPattern p = *pattern_from_config(f.config(), n, PatternRule::HF);
+      EXPECT_EQ(p.n_full(), 21);
+      EXPECT_TRUE(ignored_knobs(f.config(), PatternRule::HF).size() == 2u);  // freq, offset
+      EXPECT_EQ(pattern_from_freq(78, 4, 3, PatternRule::SGLang), p);
+    }
+    ++n_seeds;
+  }
+  EXPECT_GE(n_seeds, 5);
 }
 
 }  // namespace

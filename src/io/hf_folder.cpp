@@ -254,6 +254,15 @@ Quantization Quantization::from_config(const Config& c) {
 
 namespace {
 
+// E8M0 (an exponent byte, 2^(b - 127); 0xFF is NaN) into f32; the NaN is an error.
+void decode_e8m0(const safetensors::TensorInfo& s, const std::string& path, float* out) {
+  for (int64_t i = 0; i < s.numel(); ++i) {
+    const uint8_t b = s.data[i];
+    IC_CHECK(b != 0xFF, "scale tensor '{}' in {}: entry {} is the E8M0 NaN (0xFF)", s.name, path, i);
+    out[i] = std::ldexp(1.0f, static_cast<int>(b) - 127);
+  }
+}
+
 // F32 values of a scale tensor, each checked: finite and non-negative (an all-zero block may
 // have scale 0), and a power of two when the config says ue8m0.
 std::vector<float> scale_values(const safetensors::File& shard, const safetensors::TensorInfo& s,
@@ -262,12 +271,7 @@ std::vector<float> scale_values(const safetensors::File& shard, const safetensor
   std::vector<float> v(static_cast<size_t>(n));
   if (n == 0) return v;  // an empty tensor may have no storage to read
   if (s.dtype_name == "F8_E8M0") {
-    for (int64_t i = 0; i < n; ++i) {
-      const uint8_t b = s.data[i];
-      IC_CHECK(b != 0xFF, "scale tensor '{}' in {}: entry {} is the E8M0 NaN (0xFF)", s.name,
-               shard.path(), i);
-      v[i] = std::ldexp(1.0f, static_cast<int>(b) - 127);
-    }
+    decode_e8m0(s, shard.path(), v.data());
     return v;
   }
   const Tensor t = shard.read_f32(s);  // F32 or BF16 (checked by the caller)
@@ -361,10 +365,21 @@ Tensor Folder::read_f32(std::string_view name, const std::vector<int64_t>& expec
   const safetensors::TensorInfo& t = weights_->tensor(name);
   IC_CHECK(t.dims == expected, "tensor '{}' in {} has shape {} in the checkpoint, {} expected",
            t.name, shard_path(name), dims_str(t.dims), dims_str(expected));
+  if (t.dtype_name == "F8_E8M0") {  // a scale tensor read on its own
+    Shape shape;
+    try {
+      shape = t.shape();
+    } catch (const Error& e) {
+      fail("{}: {}", shard_path(name), e.what());
+    }
+    Tensor out = Tensor::empty(shape, DType::F32);
+    if (t.numel() > 0) decode_e8m0(t, shard_path(name), out.data<float>());
+    return out;
+  }
   if (t.dtype_name != "F8_E4M3") {
     IC_CHECK(t.dtype_name.rfind("F8_", 0) != 0,
-             "tensor '{}' in {} is {}; the only fp8 weights indexcache reads are F8_E4M3 with "
-             "block scales", t.name, shard_path(name), t.dtype_name);
+             "tensor '{}' in {} is {}; the only fp8 tensors indexcache reads are F8_E4M3 weights "
+             "with block scales and F8_E8M0 scales", t.name, shard_path(name), t.dtype_name);
     return weights_->read_f32(name);  // F32/F16/BF16, or an error naming the dtype
   }
   const safetensors::TensorInfo& s = checked_scale(t);
