@@ -2,8 +2,8 @@
 // crash, hang, leak or allocate without bound. Accepted files are also walked (metadata
 // printing, tensor views, dequantisation of small tensors) to reach the code behind parse.
 //
-// Seeds: when IC_FUZZ_SEED_DIR is set, LLVMFuzzerInitialize writes a few small valid files
-// made by gguf::Writer there (scripts/fuzz-gguf passes that directory as a corpus).
+// Seeds: fuzz/corpus/gguf/ holds the small valid files LLVMFuzzerInitialize writes with
+// gguf::Writer when IC_FUZZ_SEED_DIR is set (docs/FUZZ.md says how to remake them).
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
