@@ -70,11 +70,18 @@ void unpack(const uint8_t* data, size_t size, const fs::path& dir) {
   }
 }
 
-// A per-process base directory, removed at exit; each input gets a fresh "m" inside it.
+// A per-process base directory, removed at exit; each input gets a fresh "m" inside it. In
+// memory (/dev/shm) unless TMPDIR says otherwise: on a disk-backed /tmp the file churn makes
+// the target ~10x slower (286 vs 2,600 exec/s measured).
 struct WorkDir {
   fs::path base, dir;
   WorkDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ic_fuzz_hf_XXXXXX").string();
+    std::error_code ec;
+    const char* tmpdir = std::getenv("TMPDIR");
+    const fs::path root = (!tmpdir || !*tmpdir) && fs::is_directory("/dev/shm", ec)
+                              ? fs::path("/dev/shm")
+                              : fs::temp_directory_path();
+    std::string tmpl = (root / "ic_fuzz_hf_XXXXXX").string();
     check(::mkdtemp(tmpl.data()) != nullptr);
     base = tmpl;
     dir = base / "m";
