@@ -1,0 +1,242 @@
+#include "model/dsa_family/model.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "core/error.h"
+#include "model/dsa_family/cache.h"
+#include "model/dsa_family/cpu_math.h"
+#include "model/dsa_family/indexer.h"
+#include "model/dsa_family/moe.h"
+
+namespace ic {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Taps of score matrices stay small: a debugging aid, not a second copy of the indexer's work.
+constexpr int64_t kMaxTappedScores = int64_t{1} << 22;
+
+// The IndexCache pattern of a fresh load: the caller's, else config.json's, else all F.
+LayerPattern initial_pattern(const hf::Folder& f, const MlaMoeConfig& c, const FamilyOptions& opt) {
+  if (opt.pattern) {
+    IC_CHECK(opt.pattern->n_layers() == c.n_layers, "{}: pattern {} has {} layers, the model {}", f.dir(),
+             opt.pattern->str(), opt.pattern->n_layers(), c.n_layers);
+    return *opt.pattern;
+  }
+  if (std::optional<LayerPattern> p = pattern_from_config(f.config(), c.n_layers, opt.rule)) return *p;
+  return LayerPattern::all_full(c.n_layers);
+}
+
+}  // namespace
+
+MlaMoeModel::MlaMoeModel(const hf::Folder& folder, MlaMoeConfig cfg)
+    : folder_(folder), dir_(folder.dir()), cfg_(std::move(cfg)), rope_(cfg_.rope, cfg_.qk_rope_dim) {}
+
+std::unique_ptr<MlaMoeModel> MlaMoeModel::load(const std::string& dir, Device device, const FamilyOptions& opt) {
+  IC_CHECK(device == Device::CPU, "{}: the DSA family runs on the CPU reference path only so far (asked for {})", dir,
+           device_name(device));
+  const hf::Folder f = hf::Folder::open(dir);
+  MlaMoeConfig c = MlaMoeConfig::from_hf(f.config());
+  IC_CHECK(!opt.mtp || c.n_mtp_layers == 0,
+           "{}: the checkpoint has {} MTP/NextN layer(s) (num_nextn_predict_layers); loading them is not "
+           "implemented yet, run without the MTP option to skip them", dir, c.n_mtp_layers);
+  std::unique_ptr<MlaMoeModel> m(new MlaMoeModel(f, std::move(c)));
+  const MlaMoeConfig& cfg = m->cfg_;
+  m->mla_form_ = opt.mla;
+  if (cfg.has_indexer_arch()) {
+    m->pattern_ = initial_pattern(f, cfg, opt);
+  } else {
+    IC_CHECK(!opt.pattern, "{}: {} is a dense MLA model without indexers; a layer pattern needs indexers", dir,
+             cfg.architecture);
+  }
+  m->layers_.reserve(static_cast<size_t>(cfg.n_layers));
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    m->layers_.push_back(dsa::load_layer(f, cfg, l));
+    // Only the F layers' indexers are read: S layers never run theirs.
+    if (m->pattern_ && m->pattern_->is_full(l)) m->layers_.back().indexer = dsa::load_indexer(f, cfg, l);
+  }
+  m->embed_ = f.read_f32("model.embed_tokens.weight", {cfg.vocab, cfg.hidden});
+  m->final_norm_ = f.read_f32("model.norm.weight", {cfg.hidden});
+  m->lm_head_ = cfg.tie_word_embeddings ? m->embed_ : f.read_f32("lm_head.weight", {cfg.vocab, cfg.hidden});
+  m->info_ = {cfg.model_type, cfg.architecture, cfg.n_layers, cfg.hidden, cfg.vocab, cfg.max_positions};
+  m->tokenizer_error_ = f.tokenizer_json().empty()
+                            ? fmt::format("{}: no tokenizer.json in the folder", dir)
+                            : fmt::format("{}: reading tokenizer.json is not built in yet (io/tokenizer_json)", dir);
+  return m;
+}
+
+const Tokenizer& MlaMoeModel::tokenizer() const {
+  IC_CHECK(tokenizer_, "{}", tokenizer_error_);
+  return *tokenizer_;
+}
+
+int64_t MlaMoeModel::weight_bytes() const {
+  int64_t b = embed_.nbytes() + final_norm_.nbytes() + (cfg_.tie_word_embeddings ? 0 : lm_head_.nbytes());
+  for (const dsa::LayerWeights& L : layers_) b += L.bytes();
+  return b;
+}
+
+bool MlaMoeModel::has_indexer(int64_t layer) const {
+  return layer >= 0 && layer < cfg_.n_layers && layers_[static_cast<size_t>(layer)].indexer.loaded();
+}
+
+void MlaMoeModel::set_pattern(const LayerPattern& pattern) {
+  IC_CHECK(cfg_.has_indexer_arch(), "{}: {} is a dense MLA model without indexers; a layer pattern needs indexers",
+           dir_, cfg_.architecture);
+  IC_CHECK(pattern.n_layers() == cfg_.n_layers, "set_pattern: pattern {} has {} layers, the model {}", pattern.str(),
+           pattern.n_layers(), cfg_.n_layers);
+  for (int64_t l : pattern.full_layers()) {
+    if (has_indexer(l)) continue;
+    IC_CHECK(dsa::folder_has_indexer(folder_, l),
+             "set_pattern: layer {} is F in pattern {} but {} has no indexer tensors for it ({}self_attn.indexer.*)", l,
+             pattern.str(), dir_, dsa::layer_prefix(l));
+  }
+  for (int64_t l : pattern.full_layers())
+    if (!has_indexer(l)) layers_[static_cast<size_t>(l)].indexer = dsa::load_indexer(folder_, cfg_, l);
+  pattern_ = pattern;
+}
+
+std::unique_ptr<ModelCache> MlaMoeModel::make_cache(int64_t capacity) const {
+  return std::make_unique<dsa::MlaCache>(cfg_, capacity, pattern());
+}
+
+Tensor MlaMoeModel::embed(std::span<const int32_t> tokens) const {
+  const int64_t n = static_cast<int64_t>(tokens.size()), D = cfg_.hidden;
+  Tensor x = Tensor::empty({n, D}, DType::F32);
+  for (int64_t i = 0; i < n; ++i) {
+    IC_CHECK(tokens[i] >= 0 && tokens[i] < cfg_.vocab, "token id {} at position {} is outside the vocabulary [0, {})",
+             tokens[i], i, cfg_.vocab);
+    std::copy_n(embed_.data<float>() + tokens[i] * D, D, x.data<float>() + i * D);
+  }
+  return x;
+}
+
+Tensor MlaMoeModel::select(int64_t l, const Tensor& h, const Tensor& q_latent, Tensor& keys, int64_t p0) {
+  const dsa::LayerWeights& L = layers_[static_cast<size_t>(l)];
+  IC_CHECK(L.indexer.loaded(), "forward_layers: layer {} is F but its indexer is not loaded", l);
+  IC_CHECK(keys.defined(), "forward_layers: layer {} is F but the cache has no indexer keys for it (make the cache "
+           "after set_pattern)", l);
+  const int64_t n = h.dim(0);
+  const dsa::IndexerActs a = dsa::indexer_project(cfg_, rope_, L.indexer, h, q_latent, p0);
+  keys.slice_rows(p0, p0 + n).copy_from(a.k);
+  const int li = static_cast<int>(l);
+  dump("index_q", li, a.q);
+  dump("index_k", li, a.k);
+  dump("index_w", li, a.w);
+  if (tapped() && n * (p0 + n) <= kMaxTappedScores) dump("index_scores", li, dsa::indexer_scores(a, keys, p0));
+  return dsa::indexer_select(a, keys, p0, cfg_.index_topk);
+}
+
+void MlaMoeModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0,
+                                 IndexReuse& reuse) {
+  const MlaMoeConfig& c = cfg_;
+  auto* mc = dynamic_cast<dsa::MlaCache*>(&cache);
+  IC_CHECK(mc, "forward_layers: the cache was not made by a DSA-family model");
+  IC_CHECK(0 <= l0 && l0 <= l1 && l1 <= c.n_layers, "forward_layers: layers [{}, {}) outside [0, {})", l0, l1,
+           c.n_layers);
+  check_tensor(x, "forward_layers x", DType::F32, Device::CPU, 2);
+  IC_CHECK(x.dim(1) == c.hidden, "forward_layers: x {} must have {} columns", x.desc(), c.hidden);
+  const int64_t n = x.dim(0), H = c.n_heads;
+  IC_CHECK(p0 >= 0 && p0 + n <= mc->capacity(), "forward_layers: positions [{}, {}) exceed the cache capacity {}", p0,
+           p0 + n, mc->capacity());
+  if (reuse.sparse()) {
+    IC_CHECK(pattern_, "forward_layers: {} is a dense MLA model; a layer pattern needs indexers", c.architecture);
+    IC_CHECK(reuse.pattern().n_layers() == c.n_layers, "forward_layers: pattern {} has {} layers, the model {}",
+             reuse.pattern().str(), reuse.pattern().n_layers(), c.n_layers);
+  }
+  const double scale = c.softmax_scale();
+  Tensor h = Tensor::empty({n, c.hidden}, DType::F32);
+  Tensor att = Tensor::empty({n, H, c.v_head_dim}, DType::F32);
+  for (int64_t l = l0; l < l1; ++l) {
+    const dsa::LayerWeights& L = layers_[static_cast<size_t>(l)];
+    const int li = static_cast<int>(l);
+    dsa::rms_norm(x.data<float>(), n, c.hidden, c.hidden, L.input_norm, c.rms_norm_eps, h.data<float>(), c.hidden);
+    dump("attn_norm", li, h);
+    const dsa::MlaQuery q = dsa::mla_query(c, rope_, L.attn, h, p0);
+    if (q.q_latent.defined()) dump("q_latent", li, q.q_latent);
+    dump("q", li, q.q);
+    const Tensor rows = dsa::mla_kv_rows(c, rope_, L.attn, h, p0);
+    dump("kv_latent", li, rows);
+    Tensor& kv = mc->kv(l);
+    kv.slice_rows(p0, p0 + n).copy_from(rows);
+
+    auto t_attn = Clock::now();
+    const Tensor* selection = nullptr;
+    if (reuse.sparse()) {
+      if (reuse.runs_indexer(l)) {
+        const auto t_index = Clock::now();
+        reuse.publish(l, select(l, h, q.q_latent, mc->index_k(l), p0));
+        stats_.indexer += seconds_since(t_index);
+        ++stats_.indexer_layer_runs;
+        t_attn = Clock::now();
+      }
+      selection = &reuse.selection(l);
+      IC_CHECK(selection->dim(0) == n && selection->device() == Device::CPU,
+               "forward_layers: layer {} was handed a selection {} for {} tokens on the CPU", l, selection->desc(), n);
+      dump("topk", li, *selection);
+    }
+    const dsa::MlaAttendArgs args{&q.q, kv.data<float>(), selection, p0, scale};
+    dsa::mla_attend(mla_form_, c, L.attn, args, att);
+    stats_.attention += seconds_since(t_attn);
+    dump("attn", li, att);
+    dsa::linear(att.data<float>(), n, L.attn.o, L.attn.o_bias, h.data<float>());
+    for (int64_t i = 0; i < n * c.hidden; ++i) x.data<float>()[i] += h.data<float>()[i];
+
+    dsa::rms_norm(x.data<float>(), n, c.hidden, c.hidden, L.post_norm, c.rms_norm_eps, h.data<float>(), c.hidden);
+    dump("ffn_norm", li, h);
+    Tensor ffn;
+    if (L.moe) {
+      const dsa::Routing r = dsa::route(c, L.experts, h);
+      dump("moe_route", li, r.ids);
+      dump("moe_weights", li, r.weights);
+      ffn = dsa::moe_forward(L.experts, r, h);
+    } else {
+      ffn = dsa::mlp_forward(L.mlp, h);
+    }
+    dump("ffn_out", li, ffn);
+    for (int64_t i = 0; i < n * c.hidden; ++i) x.data<float>()[i] += ffn.data<float>()[i];
+    dump("l_out", li, x);
+  }
+}
+
+Tensor MlaMoeModel::final_logits(const Tensor& x) {
+  check_tensor(x, "output x", DType::F32, Device::CPU, 2);
+  IC_CHECK(x.dim(1) == cfg_.hidden, "output: x {} must have {} columns", x.desc(), cfg_.hidden);
+  Tensor normed = Tensor::empty(x.shape(), DType::F32);
+  dsa::rms_norm(x.data<float>(), x.dim(0), cfg_.hidden, cfg_.hidden, final_norm_, cfg_.rms_norm_eps,
+                normed.data<float>(), cfg_.hidden);
+  dump("result_norm", -1, normed);
+  return dsa::linear(normed, lm_head_);
+}
+
+void MlaMoeModel::output_logits(const Tensor& x, float* logits) {
+  const Tensor z = final_logits(x);
+  std::copy_n(z.data<float>(), z.numel(), logits);
+}
+
+void MlaMoeModel::output_logprobs(const Tensor& x, std::span<const int32_t> targets, float* out) {
+  const int64_t rows = x.dim(0), V = cfg_.vocab;
+  IC_CHECK(static_cast<int64_t>(targets.size()) == rows, "output_logprobs: {} targets for {} rows", targets.size(),
+           rows);
+  if (rows == 0) return;
+  const Tensor z = final_logits(x);
+  for (int64_t r = 0; r < rows; ++r) {
+    IC_CHECK(targets[r] >= 0 && targets[r] < V, "output_logprobs: target {} of row {} is outside [0, {})", targets[r],
+             r, V);
+    const float* zr = z.data<float>() + r * V;
+    double m = zr[0];
+    for (int64_t v = 1; v < V; ++v) m = std::max(m, static_cast<double>(zr[v]));
+    double s = 0.0;
+    for (int64_t v = 0; v < V; ++v) s += std::exp(zr[v] - m);
+    out[r] = static_cast<float>(zr[targets[r]] - m - std::log(s));
+  }
+}
+
+std::unique_ptr<Model> load_dsa_family(const std::string& dir, Device device, const FamilyOptions& opt) {
+  return MlaMoeModel::load(dir, device, opt);
+}
+
+}  // namespace ic

@@ -1,0 +1,86 @@
+#pragma once
+// The DSA family behind the Model interface: DeepSeek-V3.2, GLM-MoE-DSA (GLM-5, the IndexCache
+// paper's 30B) and GLM-4.7-Flash (dense MLA) from HF folders, on the CPU reference path (f32
+// weights, double accumulation; model/dsa_family/{mla,indexer,moe}.h define each block).
+// Layer loop per token chunk (HF's decoder layer):
+//   h = RMSNorm(x); MLA query and cache rows; on F layers the indexer's top-k (IndexReuse
+//   publishes it), every layer attends over reuse.selection(l) (dense reuse: all causal keys);
+//   x += o_proj(attn); x += MLP or MoE(RMSNorm(x)).
+// The IndexCache pattern comes from FamilyOptions, else from config.json under
+// FamilyOptions::rule (model/pattern_conventions.h), else all F. Indexer weights are read for
+// the pattern's F layers only; set_pattern reads missing ones from the folder when it has them.
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "io/hf_folder.h"
+#include "model/dsa_family/config.h"
+#include "model/dsa_family/mla.h"
+#include "model/dsa_family/rope.h"
+#include "model/dsa_family/weights.h"
+#include "model/model.h"
+#include "model/pattern_conventions.h"
+
+namespace ic {
+
+struct FamilyOptions {
+  // Load the checkpoint's MTP/NextN layers (num_nextn_predict_layers). Not implemented yet: true
+  // on a checkpoint that has them is an error saying so; by default they are skipped.
+  bool mtp = false;
+  std::optional<LayerPattern> pattern;  // overrides config.json's IndexCache knobs
+  PatternRule rule = PatternRule::HF;   // how config.json's knobs are read
+  dsa::MlaForm mla = dsa::MlaForm::Absorbed;  // Naive: decompressed per-head K/V (a cross-check)
+};
+
+class MlaMoeModel final : public Model {
+ public:
+  static std::unique_ptr<MlaMoeModel> load(const std::string& dir, Device device, const FamilyOptions& opt);
+
+  const MlaMoeConfig& config() const { return cfg_; }
+  const ModelInfo& info() const override { return info_; }
+  const Tokenizer& tokenizer() const override;
+  Device device() const override { return Device::CPU; }
+  const std::string& path() const override { return dir_; }
+  int64_t weight_bytes() const override;
+
+  const LayerPattern* pattern() const override { return pattern_ ? &*pattern_ : nullptr; }
+  void set_pattern(const LayerPattern& pattern) override;
+  bool has_indexer(int64_t layer) const override;
+  int64_t topk() const override { return pattern_ ? cfg_.index_topk : 0; }
+
+  std::unique_ptr<ModelCache> make_cache(int64_t capacity) const override;
+  Tensor embed(std::span<const int32_t> tokens) const override;
+  void forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0, IndexReuse& reuse) override;
+  void output_logits(const Tensor& x, float* logits) override;
+  void output_logprobs(const Tensor& x, std::span<const int32_t> targets, float* out) override;
+
+  void set_mla_form(dsa::MlaForm form) { mla_form_ = form; }
+  const dsa::LayerWeights& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
+  const dsa::RopeTable& rope() const { return rope_; }
+
+ private:
+  MlaMoeModel(const hf::Folder& folder, MlaMoeConfig cfg);
+  // The indexer of F layer l for the n tokens of h at p0: writes their keys, returns I32 [n, k].
+  Tensor select(int64_t l, const Tensor& h, const Tensor& q_latent, Tensor& keys, int64_t p0);
+  Tensor final_logits(const Tensor& x);
+
+  hf::Folder folder_;  // kept open: set_pattern may read indexers later
+  std::string dir_;
+  MlaMoeConfig cfg_;
+  ModelInfo info_;
+  dsa::RopeTable rope_;
+  std::optional<LayerPattern> pattern_;  // null: a dense model (no indexer architecture)
+  std::vector<dsa::LayerWeights> layers_;
+  Tensor embed_, final_norm_, lm_head_;  // [vocab, hidden], [hidden], [vocab, hidden] (the embedding when tied)
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::string tokenizer_error_;  // why there is none
+  dsa::MlaForm mla_form_ = dsa::MlaForm::Absorbed;
+};
+
+// Loads an HF folder of the DSA family. Device::CUDA is an error for now (the GPU path is a later
+// step); errors name the folder, file and tensor.
+std::unique_ptr<Model> load_dsa_family(const std::string& dir, Device device, const FamilyOptions& opt = {});
+
+}  // namespace ic
