@@ -1,0 +1,28 @@
+#include "ops/gemm_bf16.h"
+
+#include "core/error.h"
+
+namespace ic::ops {
+
+void gemm_bf16(const Tensor& x, const Tensor& w, Tensor& y, bool accumulate) {
+  const Device dev = x.device();
+  check_tensor(x, "gemm_bf16 x", DType::BF16, dev, 2);
+  check_tensor(w, "gemm_bf16 w", DType::BF16, dev, 2);
+  IC_CHECK(y.defined() && (y.dtype() == DType::F32 || y.dtype() == DType::BF16),
+           "gemm_bf16: y must be F32 or BF16, got {}", y.defined() ? y.desc() : std::string("an undefined tensor"));
+  check_tensor(y, "gemm_bf16 y", y.dtype(), dev, 2);
+  IC_CHECK(x.dim(1) == w.dim(1) && x.dim(1) >= 1, "gemm_bf16: x {} and w {} need one inner size >= 1", x.desc(),
+           w.desc());
+  IC_CHECK(y.dim(0) == x.dim(0) && y.dim(1) == w.dim(0), "gemm_bf16: y {} must be [{}, {}] for x {} and w {}",
+           y.desc(), x.dim(0), w.dim(0), x.desc(), w.desc());
+  GemmBf16Params p{x.data<uint16_t>(), w.data<uint16_t>(), y.raw(), x.dim(0), w.dim(0), x.dim(1), y.dtype()};
+  p.accumulate = accumulate;
+  if (dev == Device::CPU) return cpu::gemm_bf16_reference(p);
+#ifdef IC_WITH_CUDA
+  cuda::gemm_bf16(p);
+#else
+  fail_no_cuda("gemm_bf16");
+#endif
+}
+
+}  // namespace ic::ops

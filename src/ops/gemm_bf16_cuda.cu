@@ -1,0 +1,148 @@
+// bf16 GEMM through cuBLASLt: y [n, out] = x [n, in] @ W^T, f32 accumulation (CUBLAS_COMPUTE_32F).
+// cuBLASLt is column-major: row-major y [n, out] is column-major y^T [out, n] = op(W) @ x^T, where
+// row-major W [out, in] reads as the column-major in x out matrix W^T (so TRANSA = T) and
+// row-major x [n, in] as the column-major in x n matrix x^T (TRANSB = N).
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "core/cublas_check.h"
+#include "core/cuda_check.h"
+#include "core/cuda_memory.h"
+#include "ops/gemm_bf16.h"
+
+namespace ic::ops::cuda {
+
+namespace {
+
+// cuBLASLt needs a workspace for its faster kernels (split-K reductions, stream-K); 32 MiB is what
+// NVIDIA recommends for Hopper.
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+// Largest power of two (up to 256) that divides the address: cuBLASLt's heuristic otherwise
+// assumes 256-byte alignment, and a row slice of a tensor can be less aligned than that.
+uint32_t alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al >>= 1;
+  return al;
+}
+
+// One matmul description per shape, kept with its chosen algorithm: the heuristic query costs
+// more host time than a small GEMM, and one fixed algorithm per shape keeps results bitwise
+// reproducible run to run.
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t>;
+
+// A cuBLASLt handle, its workspace and the plans, per host thread and device: a handle costs
+// milliseconds to create and must not be used by two threads at once, and the op's signature
+// carries no context (as in ops/linear_cuda.cu). When the engine gains execution contexts, this
+// becomes one of their members.
+class LtContext {
+ public:
+  explicit LtContext(int device) : device_(device) {
+    IC_CUBLAS_CHECK(cublasLtCreate(&handle_));
+    workspace_ = ic::cuda::alloc(static_cast<int64_t>(kWorkspaceBytes));
+  }
+  ~LtContext() {
+    plans_.clear();
+    ic::cuda::free(workspace_);
+    cublasLtDestroy(handle_);
+  }
+  LtContext(const LtContext&) = delete;
+  LtContext& operator=(const LtContext&) = delete;
+  int device() const { return device_; }
+  cublasLtHandle_t handle() const { return handle_; }
+  void* workspace() const { return workspace_; }
+  const Plan& plan(const GemmBf16Params& p);
+
+ private:
+  int device_ = -1;
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<PlanKey, std::unique_ptr<Plan>> plans_;
+};
+
+const Plan& LtContext::plan(const GemmBf16Params& p) {
+  const uint32_t al_w = alignment_of(p.w), al_x = alignment_of(p.x), al_y = alignment_of(p.y);
+  const PlanKey key{p.n, p.out, p.in, static_cast<int>(p.y_type), p.accumulate, al_w, al_x, al_y};
+  if (auto it = plans_.find(key); it != plans_.end()) return *it->second;
+
+  auto pl = std::make_unique<Plan>();
+  const cudaDataType_t yt = p.y_type == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+  IC_CUBLAS_CHECK(cublasLtMatmulDescCreate(&pl->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  IC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  IC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  IC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->a, CUDA_R_16BF, p.in, p.out, p.in));
+  IC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->b, CUDA_R_16BF, p.in, p.n, p.in));
+  IC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->c, yt, p.out, p.n, p.out));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  IC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = kWorkspaceBytes;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_w, sizeof al_w);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_x, sizeof al_x);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_y, sizeof al_y);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, sizeof al_y);
+  cublasLtMatmulHeuristicResult_t heur{};
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(handle_, pl->op, pl->a, pl->b, pl->c, pl->c, pref, 1, &heur, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  IC_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0,
+           "gemm_bf16: cuBLASLt has no algorithm for y[{}, {}] ({}) = x[{}, {}] @ W^T (alignments x {} W {} y {} "
+           "bytes): {}",
+           p.n, p.out, p.y_type == DType::F32 ? "f32" : "bf16", p.n, p.in, al_x, al_w, al_y,
+           cublasGetStatusString(st));
+  pl->algo = heur.algo;
+  return *plans_.emplace(key, std::move(pl)).first->second;
+}
+
+LtContext& context_for_current_device() {
+  thread_local std::unique_ptr<LtContext> ctx;
+  int dev = 0;
+  IC_CUDA_CHECK(cudaGetDevice(&dev));
+  if (!ctx || ctx->device() != dev) {
+    ctx.reset();
+    ctx = std::make_unique<LtContext>(dev);
+  }
+  return *ctx;
+}
+
+}  // namespace
+
+void gemm_bf16(const GemmBf16Params& p) {
+  if (p.n == 0 || p.out == 0) return;
+  IC_CHECK(p.n <= INT_MAX && p.out <= INT_MAX && p.in <= INT_MAX,
+           "gemm_bf16: {}x{}x{} exceeds cuBLASLt's 32-bit dimensions", p.n, p.out, p.in);
+  IC_CHECK(p.y_type == DType::F32 || p.y_type == DType::BF16, "gemm_bf16: y must be F32 or BF16, got {}",
+           dtype_name(p.y_type));
+  LtContext& ctx = context_for_current_device();
+  const Plan& pl = ctx.plan(p);
+  const float alpha = 1.0f, beta = p.accumulate ? 1.0f : 0.0f;
+  IC_CUBLAS_CHECK(cublasLtMatmul(ctx.handle(), pl.op, &alpha, p.w, pl.a, p.x, pl.b, &beta, p.y, pl.c, p.y, pl.c,
+                                 &pl.algo, ctx.workspace(), kWorkspaceBytes, nullptr));
+}
+
+}  // namespace ic::ops::cuda
