@@ -353,48 +353,63 @@ TEST(DsaFamilyIndexer, EngineScoresAndTopkMatchTheDoubleReference) {
 // ------------------------------------------------------------------------------------------------
 // The router, worked by hand
 
-dsa::RouterRule rule8() { return {8, 2, 4, 2, true, 2.5}; }
+// The model's router on a layer whose gate is the identity, so that h holds the logits.
+struct RouterCase {
+  MlaMoeConfig c;
+  dsa::MoeWeights w;
+  explicit RouterCase(int64_t top_k = 2, int64_t n_group = 4, int64_t topk_group = 2, bool norm = true) {
+    c.n_routed_experts = 8;
+    c.n_experts_per_tok = top_k;
+    c.n_group = n_group;
+    c.topk_group = topk_group;
+    c.norm_topk_prob = norm;
+    c.routed_scaling_factor = 2.5;
+    w.router = Tensor::zeros({8, 8}, DType::F32);
+    for (int e = 0; e < 8; ++e) w.router.data<float>()[e * 8 + e] = 1.0f;
+    w.router_bias = Tensor::zeros({8}, DType::F32);
+  }
+  dsa::Routing route(const std::vector<double>& logits) const {
+    Tensor h = Tensor::empty({1, 8}, DType::F32);
+    for (int e = 0; e < 8; ++e) h.data<float>()[e] = static_cast<float>(logits[e]);
+    return dsa::route(c, w, h);
+  }
+};
 double logit(double p) { return std::log(p / (1.0 - p)); }
+std::vector<int32_t> ids_of(const dsa::Routing& r) {
+  return std::vector<int32_t>(r.ids.data<int32_t>(), r.ids.data<int32_t>() + r.ids.numel());
+}
 
 TEST(DsaFamilyMoe, RouterGroupsBiasAndWeightsByHand) {
   // sigmoid scores; the bias lowers expert 6 for the choice only.
   const double s[8] = {0.9, 0.05, 0.5, 0.6, 0.2, 0.3, 0.8, 0.7};
-  const float bias[8] = {0, 0, 0, 0, 0, 0, -0.5f, 0};
-  double lg[8];
+  std::vector<double> lg(8);
   for (int i = 0; i < 8; ++i) lg[i] = logit(s[i]);
-  int32_t ids[2];
-  float w[2];
+  RouterCase rc;
+  rc.w.router_bias.data<float>()[6] = -0.5f;
   // choice = .9 .05 | .5 .6 | .2 .3 | .3 .7: groups .95, 1.1, .5, 1.0 -> keep groups 1 and 3;
   // their best choices are 7 (.7) and 3 (.6); expert 0 (.9) is in a dropped group, 6 lost its
   // place to the bias. Weights from the unbiased scores, normalised, times 2.5.
-  dsa::route_token(rule8(), lg, bias, ids, w);
-  EXPECT_EQ(ids[0], 7);
-  EXPECT_EQ(ids[1], 3);
-  EXPECT_NEAR(w[0], 2.5 * 0.7 / 1.3, 1e-6);
-  EXPECT_NEAR(w[1], 2.5 * 0.6 / 1.3, 1e-6);
+  dsa::Routing r = rc.route(lg);
+  EXPECT_EQ(ids_of(r), (std::vector<int32_t>{7, 3}));
+  EXPECT_NEAR(r.weights.data<float>()[0], 2.5 * 0.7 / 1.3, 1e-6);
+  EXPECT_NEAR(r.weights.data<float>()[1], 2.5 * 0.6 / 1.3, 1e-6);
   // Without the bias, expert 6 (.8) wins in group 3 and group 3 (1.5) leads.
-  dsa::route_token(rule8(), lg, nullptr, ids, w);
-  EXPECT_EQ(ids[0], 6);
-  EXPECT_EQ(ids[1], 7);
+  rc.w.router_bias.data<float>()[6] = 0.0f;
+  EXPECT_EQ(ids_of(rc.route(lg)), (std::vector<int32_t>{6, 7}));
   // norm_topk_prob off: the raw scores times the factor.
-  dsa::RouterRule r = rule8();
-  r.norm_topk_prob = false;
-  dsa::route_token(r, lg, nullptr, ids, w);
-  EXPECT_NEAR(w[0], 2.5 * 0.8, 1e-6);
-  EXPECT_NEAR(w[1], 2.5 * 0.7, 1e-6);
+  const RouterCase raw(2, 4, 2, false);
+  r = raw.route(lg);
+  EXPECT_NEAR(r.weights.data<float>()[0], 2.5 * 0.8, 1e-6);
+  EXPECT_NEAR(r.weights.data<float>()[1], 2.5 * 0.7, 1e-6);
   // Exact ties go to the lower index: groups 0 and 1, experts 0 and 1.
-  const double zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  dsa::route_token(rule8(), zero, nullptr, ids, w);
-  EXPECT_EQ(ids[0], 0);
-  EXPECT_EQ(ids[1], 1);
-  EXPECT_FLOAT_EQ(w[0], 1.25f);
+  r = rc.route(std::vector<double>(8, 0.0));
+  EXPECT_EQ(ids_of(r), (std::vector<int32_t>{0, 1}));
+  EXPECT_FLOAT_EQ(r.weights.data<float>()[0], 1.25f);
   // One group: plain top-k.
-  const dsa::RouterRule flat{8, 3, 1, 1, true, 1.0};
-  int32_t ids3[3];
-  float w3[3];
-  dsa::route_token(flat, lg, nullptr, ids3, w3);
-  EXPECT_EQ(std::vector<int32_t>(ids3, ids3 + 3), (std::vector<int32_t>{0, 6, 7}));
-  EXPECT_NEAR(w3[0] + w3[1] + w3[2], 1.0, 1e-6);
+  const RouterCase flat(3, 1, 1, true);
+  r = flat.route(lg);
+  EXPECT_EQ(ids_of(r), (std::vector<int32_t>{0, 6, 7}));
+  EXPECT_NEAR(r.weights.data<float>()[0] + r.weights.data<float>()[1] + r.weights.data<float>()[2], 2.5, 1e-6);
 }
 
 // ------------------------------------------------------------------------------------------------

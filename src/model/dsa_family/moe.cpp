@@ -2,69 +2,23 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
-#include <numeric>
 
 #include "core/error.h"
 #include "model/dsa_family/cpu_math.h"
+#include "ops/moe_route.h"
 
 namespace ic::dsa {
 
-RouterRule RouterRule::of(const MlaMoeConfig& c) {
-  return {c.n_routed_experts, c.n_experts_per_tok, c.n_group, c.topk_group, c.norm_topk_prob, c.routed_scaling_factor};
-}
-
-namespace {
-
-// Indices of the `k` largest of v[0, n): value descending, index ascending.
-std::vector<int32_t> best(const std::vector<double>& v, int64_t k) {
-  std::vector<int32_t> idx(v.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return v[a] > v[b]; });
-  idx.resize(static_cast<size_t>(k));
-  return idx;
-}
-
-}  // namespace
-
-void route_token(const RouterRule& r, const double* logits, const float* bias, int32_t* ids, float* weights) {
-  const int64_t E = r.n_experts, G = r.n_group, per = E / G;
-  std::vector<double> score(static_cast<size_t>(E)), choice(static_cast<size_t>(E));
-  for (int64_t e = 0; e < E; ++e) {
-    score[e] = 1.0 / (1.0 + std::exp(-logits[e]));
-    choice[e] = score[e] + (bias ? bias[e] : 0.0f);
-  }
-  std::vector<double> group(static_cast<size_t>(G));
-  for (int64_t g = 0; g < G; ++g) {
-    std::vector<double> members(choice.begin() + g * per, choice.begin() + (g + 1) * per);
-    const std::vector<int32_t> top2 = best(members, 2);
-    group[g] = members[top2[0]] + members[top2[1]];
-  }
-  std::vector<bool> kept(static_cast<size_t>(G), false);
-  for (int32_t g : best(group, r.topk_group)) kept[g] = true;
-  for (int64_t e = 0; e < E; ++e)
-    if (!kept[e / per]) choice[e] = -std::numeric_limits<double>::infinity();
-  const std::vector<int32_t> chosen = best(choice, r.top_k);
-  double sum = 0.0;
-  for (int32_t e : chosen) sum += score[e];
-  for (int64_t i = 0; i < r.top_k; ++i) {
-    ids[i] = chosen[i];
-    double w = score[chosen[i]];
-    if (r.norm_topk_prob) w /= sum + 1e-20;
-    weights[i] = static_cast<float>(w * r.routed_scaling_factor);
-  }
-}
-
 Routing route(const MlaMoeConfig& c, const MoeWeights& w, const Tensor& h) {
-  const RouterRule rule = RouterRule::of(c);
-  const int64_t n = h.dim(0), E = rule.n_experts, D = h.dim(1);
-  Routing r{Tensor::empty({n, rule.top_k}, DType::I32), Tensor::empty({n, rule.top_k}, DType::F32)};
-  std::vector<double> logits(static_cast<size_t>(E));
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t e = 0; e < E; ++e) logits[e] = dot(h.data<float>() + t * D, w.router.data<float>() + e * D, D);
-    route_token(rule, logits.data(), w.router_bias.data<float>(), r.ids.data<int32_t>() + t * rule.top_k,
-                r.weights.data<float>() + t * rule.top_k);
-  }
+  ops::MoeRouterConfig rc;
+  rc.top_k = c.n_experts_per_tok;
+  rc.n_group = c.n_group;
+  rc.topk_group = c.topk_group;
+  rc.norm_topk_prob = c.norm_topk_prob;
+  rc.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
+  const int64_t n = h.dim(0);
+  Routing r{Tensor::empty({n, rc.top_k}, DType::I32), Tensor::empty({n, rc.top_k}, DType::F32)};
+  ops::moe_route(h, w.router, w.router_bias, rc, r.ids, r.weights);
   return r;
 }
 
