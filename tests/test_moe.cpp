@@ -7,7 +7,7 @@
 // The GPU router against the same hand-worked cases (exact logits: dim 1), and on random inputs
 // in two parts: its f32 logits against the double reference within gamma_dim * sum |x w|, and its
 // selection against the brute force run on the GPU's own logits (so only the f32 sigmoid and sums
-// differ: a token whose deciding gaps are within 1e-6 is a near-tie, counted, and must be rare).
+// differ: a token whose deciding gap is within 5e-6 is a near-tie, counted, and must be rare).
 //
 // Experts: the CPU reference against a hand-worked case and against an HF-style loop over experts
 // (gather each expert's tokens, add their weighted outputs); the GPU path against the reference
@@ -345,11 +345,11 @@ TEST(MoeRouteCuda, MatchesReferenceUpToNearTies) {
             ASSERT_NEAR(gl[e], exact, gamma(rc.dim) * mag + 1e-30) << "token " << t << " expert " << e;
           }
           // 2. The selection on the GPU's own logits: the same ids unless the reference's deciding
-          //    gap is within f32 rounding of the sigmoid and the sums (a near-tie, counted).
+          //    gap is within f32 rounding of the sigmoid and the sums (5e-6: a near-tie, counted).
           const BruteRoute want = brute_force_route(gl, bias, cfg);
           const std::vector<int32_t> got_ids(g.ids.begin() + t * rc.top_k, g.ids.begin() + (t + 1) * rc.top_k);
           if (got_ids != want.ids) {
-            ASSERT_LT(want.margin, 2e-6) << "token " << t << ": GPU and reference selections differ beyond a near-tie";
+            ASSERT_LT(want.margin, 5e-6) << "token " << t << ": GPU and reference selections differ beyond a near-tie";
             ++near_ties;
             continue;
           }

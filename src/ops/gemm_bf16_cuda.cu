@@ -3,6 +3,7 @@
 // row-major W [out, in] reads as the column-major in x out matrix W^T (so TRANSA = T) and
 // row-major x [n, in] as the column-major in x n matrix x^T (TRANSB = N).
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -40,6 +41,9 @@ struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  // No cuBLASLt algorithm for these alignments (a row slice can leave x 2-byte aligned): the
+  // classic cublasGemmEx, which takes any alignment, computes it instead (same types and f32 sums).
+  bool classic = false;
   Plan() = default;
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
@@ -66,6 +70,7 @@ class LtContext {
   ~LtContext() {
     plans_.clear();
     ic::cuda::free(workspace_);
+    if (classic_) cublasDestroy(classic_);
     cublasLtDestroy(handle_);
   }
   LtContext(const LtContext&) = delete;
@@ -74,10 +79,18 @@ class LtContext {
   cublasLtHandle_t handle() const { return handle_; }
   void* workspace() const { return workspace_; }
   const Plan& plan(const GemmBf16Params& p);
+  cublasHandle_t classic() {
+    if (!classic_) {
+      IC_CUBLAS_CHECK(cublasCreate(&classic_));
+      IC_CUBLAS_CHECK(cublasSetStream(classic_, nullptr));  // the legacy default stream, like every op
+    }
+    return classic_;
+  }
 
  private:
   int device_ = -1;
   cublasLtHandle_t handle_ = nullptr;
+  cublasHandle_t classic_ = nullptr;
   void* workspace_ = nullptr;
   std::map<PlanKey, std::unique_ptr<Plan>> plans_;
 };
@@ -110,12 +123,10 @@ const Plan& LtContext::plan(const GemmBf16Params& p) {
   const cublasStatus_t st =
       cublasLtMatmulAlgoGetHeuristic(handle_, pl->op, pl->a, pl->b, pl->c, pl->c, pref, 1, &heur, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  IC_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0,
-           "gemm_bf16: cuBLASLt has no algorithm for y[{}, {}] ({}) = x[{}, {}] @ W^T (alignments x {} W {} y {} "
-           "bytes): {}",
-           p.n, p.out, p.y_type == DType::F32 ? "f32" : "bf16", p.n, p.in, al_x, al_w, al_y,
-           cublasGetStatusString(st));
-  pl->algo = heur.algo;
+  if (st == CUBLAS_STATUS_SUCCESS && found > 0)
+    pl->algo = heur.algo;
+  else
+    pl->classic = true;
   return *plans_.emplace(key, std::move(pl)).first->second;
 }
 
@@ -141,6 +152,14 @@ void gemm_bf16(const GemmBf16Params& p) {
   LtContext& ctx = context_for_current_device();
   const Plan& pl = ctx.plan(p);
   const float alpha = 1.0f, beta = p.accumulate ? 1.0f : 0.0f;
+  if (pl.classic) {
+    const cudaDataType_t yt = p.y_type == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+    IC_CUBLAS_CHECK(cublasGemmEx(ctx.classic(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(p.out), static_cast<int>(p.n),
+                                 static_cast<int>(p.in), &alpha, p.w, CUDA_R_16BF, static_cast<int>(p.in), p.x,
+                                 CUDA_R_16BF, static_cast<int>(p.in), &beta, p.y, yt, static_cast<int>(p.out),
+                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
   IC_CUBLAS_CHECK(cublasLtMatmul(ctx.handle(), pl.op, &alpha, p.w, pl.a, p.x, pl.b, &beta, p.y, pl.c, p.y, pl.c,
                                  &pl.algo, ctx.workspace(), kWorkspaceBytes, nullptr));
 }

@@ -29,8 +29,9 @@
 namespace ic::ops {
 
 // How the CUDA path runs the experts' GEMMs (one dispatch point, cuda::moe_experts): Grouped is
-// one cublasGemmGroupedBatchedEx per projection; PerExpert one cublasGemmEx per expert that has
-// tokens, kept to compare against in tests and the benchmark.
+// one cublasGemmGroupedBatchedEx per projection (the per-expert loop where cuBLAS answers
+// NOT_SUPPORTED for the shapes); PerExpert one cublasGemmEx per expert that has tokens, kept to
+// compare against in tests and the benchmark.
 enum class MoeGemm : uint8_t { Grouped, PerExpert };
 
 struct MoeExpertsParams {

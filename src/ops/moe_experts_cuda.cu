@@ -231,21 +231,33 @@ __global__ void swiglu_kernel(const uint16_t* h, uint16_t* act, int64_t rows, in
   }
 }
 
-// One block per token: its top_k expert rows, weighted, summed in f32 in slot order.
+// One block per token: its top_k expert rows, weighted, summed in f32 in slot order; each thread
+// takes 8 consecutive outputs (16-byte loads) when rows allow it, one otherwise.
 template <typename Out>
 __global__ void combine_kernel(const uint16_t* y, const int32_t* row_of_pair, const float* weights, Out* out,
-                               int64_t dim, int top_k) {
+                               int64_t dim, int top_k, bool vec) {
   const int64_t t = blockIdx.x;
-  for (int64_t o = threadIdx.x; o < dim; o += blockDim.x) {
-    float acc = 0.0f;
+  const int64_t width = vec ? 8 : 1;
+  for (int64_t o = threadIdx.x * width; o < dim; o += blockDim.x * width) {
+    float acc[8] = {};
     for (int s = 0; s < top_k; ++s) {
-      const int64_t row = row_of_pair[t * top_k + s];
-      acc = fmaf(weights[t * top_k + s], bf16_bits_to_f32(y[row * dim + o]), acc);
+      const float w = weights[t * top_k + s];
+      const uint16_t* src = y + static_cast<int64_t>(row_of_pair[t * top_k + s]) * dim + o;
+      if (vec) {
+        const uint4 v = *reinterpret_cast<const uint4*>(src);
+        const uint16_t* h = reinterpret_cast<const uint16_t*>(&v);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) acc[k] = fmaf(w, bf16_bits_to_f32(h[k]), acc[k]);
+      } else {
+        acc[0] = fmaf(w, bf16_bits_to_f32(src[0]), acc[0]);
+      }
     }
-    if constexpr (sizeof(Out) == 4)
-      out[t * dim + o] = acc;
-    else
-      out[t * dim + o] = f32_to_bf16_bits(acc);
+    for (int k = 0; k < width; ++k) {
+      if constexpr (sizeof(Out) == 4)
+        out[t * dim + o + k] = acc[k];
+      else
+        out[t * dim + o + k] = f32_to_bf16_bits(acc[k]);
+    }
   }
 }
 
@@ -277,11 +289,15 @@ void grouped_gemm(cublasHandle_t blas, const GroupArgs& g, const void** a, const
   const int groups = static_cast<int>(g.m.size());
   if (groups == 0) return;
   if (mode == MoeGemm::Grouped) {
-    IC_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(blas, g.ta.data(), g.tb.data(), g.m.data(), g.n.data(), g.k.data(),
-                                               g.alpha.data(), a, CUDA_R_16BF, g.lda.data(), b, CUDA_R_16BF,
-                                               g.ldb.data(), g.beta.data(), c, CUDA_R_16BF, g.ldc.data(), groups,
-                                               g.size.data(), CUBLAS_COMPUTE_32F));
-    return;
+    const cublasStatus_t st = cublasGemmGroupedBatchedEx(
+        blas, g.ta.data(), g.tb.data(), g.m.data(), g.n.data(), g.k.data(), g.alpha.data(), a, CUDA_R_16BF,
+        g.lda.data(), b, CUDA_R_16BF, g.ldb.data(), g.beta.data(), c, CUDA_R_16BF, g.ldc.data(), groups,
+        g.size.data(), CUBLAS_COMPUTE_32F);
+    if (st == CUBLAS_STATUS_SUCCESS) return;
+    // cuBLAS may refuse the grouped form for shapes its kernels do not take (rows that are not
+    // 16-byte multiples, say); the per-expert loop below computes the same products then.
+    IC_CHECK(st == CUBLAS_STATUS_NOT_SUPPORTED, "cuBLAS error {} in cublasGemmGroupedBatchedEx ({} groups)",
+             cublasGetStatusString(st), groups);
   }
   for (int i = 0; i < groups; ++i)
     IC_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, g.m[i], g.n[i], g.k[i], &g.alpha[i], a_host[i],
@@ -365,10 +381,12 @@ void moe_experts(const MoeExpertsParams& p) {
   grouped_gemm(blas, g2, ptrs.a2, ptrs.b2, ptrs.c2, p.gemm, a2, b2, c2);
   const unsigned tok = static_cast<unsigned>(p.n_tok);
   const int top_k = static_cast<int>(p.top_k);
+  const bool combine_vec = p.dim % 8 == 0;  // the workspace rows are then 16-byte aligned
   if (p.out_type == DType::F32)
-    combine_kernel<<<tok, 256>>>(xp, row_of_pair, p.weights, static_cast<float*>(p.out), p.dim, top_k);
+    combine_kernel<<<tok, 256>>>(xp, row_of_pair, p.weights, static_cast<float*>(p.out), p.dim, top_k, combine_vec);
   else
-    combine_kernel<<<tok, 256>>>(xp, row_of_pair, p.weights, static_cast<uint16_t*>(p.out), p.dim, top_k);
+    combine_kernel<<<tok, 256>>>(xp, row_of_pair, p.weights, static_cast<uint16_t*>(p.out), p.dim, top_k,
+                                 combine_vec);
   IC_CUDA_CHECK_LAUNCH();
   // A workspace allocated here is freed at return; cudaFree waits for the kernels that use it.
 }
