@@ -585,6 +585,53 @@ TEST(DsaFamilyModel, DenseMlaModelHasNoPattern) {
   }
 }
 
+TEST(DsaFamilyModel, DenseMlaModelTakesAnIndexerFile) {
+  TinyModel tm(TinySpec::lite(), 95);
+  MlaMoeModel& m = *tm.model;
+  const int64_t D = m.config().hidden;
+  IndexerConfig ic;
+  ic.n_heads = 4;
+  ic.head_dim = 16;
+  ic.rope_dim = 8;
+  ic.topk = 5;
+  DsaSpec spec;
+  spec.config = ic;
+  spec.pattern = LayerPattern::parse("FSF", 3);
+  spec.indexers.resize(3);
+  for (int64_t l : spec.pattern.full_layers()) spec.indexers[l] = IndexerWeights::random(ic, D, 200 + l);
+  const std::string file = tm.dir.str() + "/indexers.safetensors";
+  save_indexers(file, spec, D);
+  m.set_dsa(std::make_shared<DsaSpec>(load_indexers(file, 3, D)));
+  ASSERT_NE(m.pattern(), nullptr);
+  EXPECT_EQ(m.pattern()->str(), "FSF");
+  EXPECT_EQ(m.topk(), 5);
+  EXPECT_EQ(m.make_cache(10)->index_bytes(), 2 * 10 * 16 * 4);
+  const int64_t n = 17;
+  const Taps taps = record(m, random_tokens(n, 64, 12));
+  const auto& topk = taps.at("topk");
+  for (int li : {0, 2}) {
+    // The file's indexer on the attention norm's output, as the llama family runs it; its double
+    // reference picks the same keys (random scores have no ties at the k-th place).
+    const Tensor& h = taps.at("attn_norm").at(li);
+    const std::vector<int32_t> want = indexer_topk_reference(ic, spec.indexers[li], h.data<float>(), n, D);
+    for (int64_t t = 0; t < n; ++t) {
+      std::set<int32_t> a, b;
+      for (int64_t j = 0; j < 5; ++j) {
+        if (int32_t v = topk.at(li).data<int32_t>()[t * 5 + j]; v >= 0) a.insert(v);
+        if (want[t * 5 + j] >= 0) b.insert(want[t * 5 + j]);
+      }
+      EXPECT_EQ(a, b) << "layer " << li << " t " << t;
+    }
+  }
+  EXPECT_TRUE(std::equal(topk.at(1).data<int32_t>(), topk.at(1).data<int32_t>() + n * 5, topk.at(0).data<int32_t>()));
+  EXPECT_DSA_ERROR(m.set_pattern(LayerPattern::all_full(3)), "layer 1 is F in pattern FFF");
+  m.set_dsa(nullptr);
+  EXPECT_EQ(m.pattern(), nullptr);
+  // A DSA architecture's indexers come from its own checkpoint.
+  TinyModel v32(TinySpec(), 96);
+  EXPECT_DSA_ERROR(v32.model->set_dsa(std::make_shared<DsaSpec>(spec)), "carries its own indexers");
+}
+
 TEST(DsaFamilyModel, BadCheckpointsGiveClearErrors) {
   const TinySpec spec;
   TempFolder d;

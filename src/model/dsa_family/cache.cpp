@@ -2,11 +2,11 @@
 
 namespace ic::dsa {
 
-MlaCache::MlaCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern)
+MlaCache::MlaCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern, int64_t index_dim)
     : ModelCache(capacity), kv_(static_cast<size_t>(c.n_layers)), index_k_(static_cast<size_t>(c.n_layers)) {
   for (int64_t l = 0; l < c.n_layers; ++l) {
     kv_[l] = Tensor::zeros({capacity, c.kv_lora_rank + c.qk_rope_dim}, DType::F32);
-    if (pattern && pattern->is_full(l)) index_k_[l] = Tensor::zeros({capacity, c.index_head_dim}, DType::F32);
+    if (pattern && pattern->is_full(l)) index_k_[l] = Tensor::zeros({capacity, index_dim}, DType::F32);
   }
 }
 

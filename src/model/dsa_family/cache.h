@@ -15,8 +15,8 @@ namespace ic::dsa {
 
 class MlaCache final : public ModelCache {
  public:
-  // pattern: null for a dense model; otherwise its F layers get indexer keys.
-  MlaCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern);
+  // pattern: null for a dense model; otherwise its F layers get index_dim-wide indexer keys.
+  MlaCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern, int64_t index_dim);
   Tensor& kv(int64_t layer) { return kv_[static_cast<size_t>(layer)]; }          // F32 [capacity, kv_lora + rope]
   Tensor& index_k(int64_t layer) { return index_k_[static_cast<size_t>(layer)]; }  // F32 [capacity, Di]; may be undefined
   int64_t bytes() const override;

@@ -8,6 +8,8 @@
 #include "model/dsa_family/cpu_math.h"
 #include "model/dsa_family/indexer.h"
 #include "model/dsa_family/moe.h"
+#include "model/indexer.h"
+#include "ops/indexer.h"
 
 namespace ic {
 
@@ -80,12 +82,44 @@ int64_t MlaMoeModel::weight_bytes() const {
 }
 
 bool MlaMoeModel::has_indexer(int64_t layer) const {
-  return layer >= 0 && layer < cfg_.n_layers && layers_[static_cast<size_t>(layer)].indexer.loaded();
+  if (layer < 0 || layer >= cfg_.n_layers) return false;
+  if (attached_) return attached_->indexers[static_cast<size_t>(layer)].wq.defined();
+  return layers_[static_cast<size_t>(layer)].indexer.loaded();
+}
+
+int64_t MlaMoeModel::topk() const {
+  if (!pattern_) return 0;
+  return attached_ ? attached_->config.topk : cfg_.index_topk;
+}
+
+void MlaMoeModel::set_dsa(std::shared_ptr<const DsaSpec> spec) {
+  IC_CHECK(!cfg_.has_indexer_arch(), "{}: {} carries its own indexers in its checkpoint; indexer files attach to "
+           "the dense MLA architecture ({})", dir_, cfg_.architecture, "Glm4MoeLiteForCausalLM");
+  if (spec) {
+    IC_CHECK(spec->n_layers() == cfg_.n_layers, "indexers for {} layers on a model of {}", spec->n_layers(),
+             cfg_.n_layers);
+    for (int64_t l : spec->pattern.full_layers()) spec->indexers[static_cast<size_t>(l)].check(spec->config, cfg_.hidden);
+    pattern_ = spec->pattern;
+  } else {
+    pattern_.reset();
+  }
+  attached_ = std::move(spec);
 }
 
 void MlaMoeModel::set_pattern(const LayerPattern& pattern) {
-  IC_CHECK(cfg_.has_indexer_arch(), "{}: {} is a dense MLA model without indexers; a layer pattern needs indexers",
-           dir_, cfg_.architecture);
+  if (!cfg_.has_indexer_arch()) {
+    IC_CHECK(attached_, "{}: {} is a dense MLA model without indexers; a layer pattern needs indexers (attach an "
+             "indexer file first)", dir_, cfg_.architecture);
+    IC_CHECK(pattern.n_layers() == cfg_.n_layers, "set_pattern: pattern {} has {} layers, the model {}",
+             pattern.str(), pattern.n_layers(), cfg_.n_layers);
+    for (int64_t l : pattern.full_layers())
+      IC_CHECK(has_indexer(l), "set_pattern: layer {} is F in pattern {} but the attached indexers have none for it",
+               l, pattern.str());
+    auto spec = std::make_shared<DsaSpec>(*attached_);
+    spec->pattern = pattern;
+    set_dsa(std::move(spec));
+    return;
+  }
   IC_CHECK(pattern.n_layers() == cfg_.n_layers, "set_pattern: pattern {} has {} layers, the model {}", pattern.str(),
            pattern.n_layers(), cfg_.n_layers);
   for (int64_t l : pattern.full_layers()) {
@@ -100,7 +134,8 @@ void MlaMoeModel::set_pattern(const LayerPattern& pattern) {
 }
 
 std::unique_ptr<ModelCache> MlaMoeModel::make_cache(int64_t capacity) const {
-  return std::make_unique<dsa::MlaCache>(cfg_, capacity, pattern());
+  return std::make_unique<dsa::MlaCache>(cfg_, capacity, pattern(),
+                                         attached_ ? attached_->config.head_dim : cfg_.index_head_dim);
 }
 
 Tensor MlaMoeModel::embed(std::span<const int32_t> tokens) const {
@@ -116,18 +151,35 @@ Tensor MlaMoeModel::embed(std::span<const int32_t> tokens) const {
 
 Tensor MlaMoeModel::select(int64_t l, const Tensor& h, const Tensor& q_latent, Tensor& keys, int64_t p0) {
   const dsa::LayerWeights& L = layers_[static_cast<size_t>(l)];
-  IC_CHECK(L.indexer.loaded(), "forward_layers: layer {} is F but its indexer is not loaded", l);
+  IC_CHECK(has_indexer(l), "forward_layers: layer {} is F but its indexer is not loaded", l);
   IC_CHECK(keys.defined(), "forward_layers: layer {} is F but the cache has no indexer keys for it (make the cache "
            "after set_pattern)", l);
   const int64_t n = h.dim(0);
+  const int li = static_cast<int>(l);
+  if (attached_) return select_attached(l, h, keys, p0);
   const dsa::IndexerActs a = dsa::indexer_project(cfg_, rope_, L.indexer, h, q_latent, p0);
   keys.slice_rows(p0, p0 + n).copy_from(a.k);
-  const int li = static_cast<int>(l);
   dump("index_q", li, a.q);
   dump("index_k", li, a.k);
   dump("index_w", li, a.w);
   if (tapped() && n * (p0 + n) <= kMaxTappedScores) dump("index_scores", li, dsa::indexer_scores(a, keys, p0));
   return dsa::indexer_select(a, keys, p0, cfg_.index_topk);
+}
+
+Tensor MlaMoeModel::select_attached(int64_t l, const Tensor& h, Tensor& keys, int64_t p0) {
+  const DsaSpec& spec = *attached_;
+  const int64_t n = h.dim(0);
+  Tensor pos = Tensor::empty({n}, DType::I32);
+  for (int64_t i = 0; i < n; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(p0 + i);
+  const IndexerActivations a = indexer_project(spec.config, spec.indexers[static_cast<size_t>(l)], h, pos);
+  keys.slice_rows(p0, p0 + n).copy_from(a.k);
+  const int li = static_cast<int>(l);
+  dump("index_q", li, a.q);
+  dump("index_k", li, a.k);
+  dump("index_w", li, a.w);
+  Tensor topk = Tensor::empty({n, spec.config.topk}, DType::I32);
+  ops::indexer_topk(a.q, keys.slice_rows(0, p0 + n), Tensor(), a.w, p0, topk);
+  return topk;
 }
 
 void MlaMoeModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0,

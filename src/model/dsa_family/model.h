@@ -9,6 +9,9 @@
 // The IndexCache pattern comes from FamilyOptions, else from config.json under
 // FamilyOptions::rule (model/pattern_conventions.h), else all F. Indexer weights are read for
 // the pattern's F layers only; set_pattern reads missing ones from the folder when it has them.
+// The dense MLA model (glm4_moe_lite) takes indexers from an indexer file instead (set_dsa, the
+// project's x-fed indexers of model/dsa.h, as the llama family takes them): that is how the
+// IndexCache paper made its 30B DSA model from GLM-4.7-Flash.
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,6 +22,7 @@
 #include "model/dsa_family/config.h"
 #include "model/dsa_family/mla.h"
 #include "model/dsa_family/rope.h"
+#include "model/dsa.h"
 #include "model/dsa_family/weights.h"
 #include "model/model.h"
 #include "model/pattern_conventions.h"
@@ -48,13 +52,19 @@ class MlaMoeModel final : public Model {
   const LayerPattern* pattern() const override { return pattern_ ? &*pattern_ : nullptr; }
   void set_pattern(const LayerPattern& pattern) override;
   bool has_indexer(int64_t layer) const override;
-  int64_t topk() const override { return pattern_ ? cfg_.index_topk : 0; }
+  int64_t topk() const override;
 
   std::unique_ptr<ModelCache> make_cache(int64_t capacity) const override;
   Tensor embed(std::span<const int32_t> tokens) const override;
   void forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0, IndexReuse& reuse) override;
   void output_logits(const Tensor& x, float* logits) override;
   void output_logprobs(const Tensor& x, std::span<const int32_t> targets, float* out) override;
+
+  // Dense MLA models only: indexers from an indexer file on the spec's F layers (fed from the
+  // attention norm's output, model/indexer.h), which makes the model a DSA model; null detaches
+  // them. A DSA architecture's own indexers come from its checkpoint instead.
+  void set_dsa(std::shared_ptr<const DsaSpec> spec);
+  const DsaSpec* dsa() const { return attached_.get(); }
 
   void set_mla_form(dsa::MlaForm form) { mla_form_ = form; }
   const dsa::LayerWeights& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
@@ -64,6 +74,8 @@ class MlaMoeModel final : public Model {
   MlaMoeModel(const hf::Folder& folder, MlaMoeConfig cfg);
   // The indexer of F layer l for the n tokens of h at p0: writes their keys, returns I32 [n, k].
   Tensor select(int64_t l, const Tensor& h, const Tensor& q_latent, Tensor& keys, int64_t p0);
+  // The same for an attached indexer file's indexer (fed from h alone).
+  Tensor select_attached(int64_t l, const Tensor& h, Tensor& keys, int64_t p0);
   Tensor final_logits(const Tensor& x);
 
   hf::Folder folder_;  // kept open: set_pattern may read indexers later
@@ -71,7 +83,8 @@ class MlaMoeModel final : public Model {
   MlaMoeConfig cfg_;
   ModelInfo info_;
   dsa::RopeTable rope_;
-  std::optional<LayerPattern> pattern_;  // null: a dense model (no indexer architecture)
+  std::optional<LayerPattern> pattern_;  // null: dense (glm4_moe_lite without attached indexers)
+  std::shared_ptr<const DsaSpec> attached_;  // glm4_moe_lite's indexers from a file
   std::vector<dsa::LayerWeights> layers_;
   Tensor embed_, final_norm_, lm_head_;  // [vocab, hidden], [hidden], [vocab, hidden] (the embedding when tied)
   std::unique_ptr<Tokenizer> tokenizer_;
