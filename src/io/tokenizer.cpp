@@ -88,27 +88,40 @@ Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)), pre_(PreToken
   std::vector<int16_t> to_byte(512, -1);
   for (int b = 0; b < 256; ++b) to_byte[to_cp[b]] = static_cast<int16_t>(b);
 
+  // The bytes a byte-level token text stands for; false at the first character outside the alphabet.
+  const auto byte_level_bytes = [&](const std::string& text, std::string& bytes, size_t& bad_pos) {
+    for (size_t pos = 0; pos < text.size();) {
+      const unicode::Decoded d = unicode::decode_utf8(text, pos);
+      if (d.cp >= to_byte.size() || to_byte[d.cp] < 0) {
+        bad_pos = pos;
+        return false;
+      }
+      bytes += static_cast<char>(to_byte[d.cp]);
+      pos += d.len;
+    }
+    return true;
+  };
   pieces_.resize(n);
   token_ids_.reserve(n);
+  std::vector<bool> in_alphabet(n, false);
   for (size_t id = 0; id < n; ++id) {
     const std::string& text = data_.tokens[id];
     const int32_t type = data_.token_types.empty() ? kTokenNormal : data_.token_types[id];
     token_ids_.emplace(text, static_cast<int32_t>(id));  // a duplicate keeps the first id, as llama.cpp
-    if (type == kTokenControl || type == kTokenUserDefined) {
-      // Added tokens are stored as their plain text, not byte-level encoded.
-      pieces_[id] = text;
-      if (!text.empty()) specials_.push_back({text, static_cast<int32_t>(id), type == kTokenControl});
+    const bool added = type == kTokenControl || type == kTokenUserDefined;
+    if (added && !text.empty()) specials_.push_back({text, static_cast<int32_t>(id), type == kTokenControl, false});
+    if (added && !data_.hf_byte_level_decode) {
+      pieces_[id] = text;  // llama.cpp: added tokens are their plain text, not byte-level encoded
       continue;
     }
-    std::string& bytes = pieces_[id];
-    for (size_t pos = 0; pos < text.size();) {
-      const unicode::Decoded d = unicode::decode_utf8(text, pos);
-      IC_CHECK(d.cp < to_byte.size() && to_byte[d.cp] >= 0,
-               "tokenizer: {} token {} '{}' has a character (byte offset {}) outside the byte-level alphabet",
-               type_name(type), id, text, pos);
-      bytes += static_cast<char>(to_byte[d.cp]);
-      pos += d.len;
-    }
+    std::string bytes;
+    size_t bad_pos = 0;
+    in_alphabet[id] = byte_level_bytes(text, bytes, bad_pos);
+    IC_CHECK(in_alphabet[id] || data_.hf_byte_level_decode,
+             "tokenizer: {} token {} '{}' has a character (byte offset {}) outside the byte-level alphabet",
+             type_name(type), id, text, bad_pos);
+    // HF's ByteLevel decoder falls back to a token's text when a character is outside the alphabet.
+    pieces_[id] = in_alphabet[id] ? std::move(bytes) : text;
   }
 
   // SmolLM2's vocabulary lacks 21 of the 256 byte tokens (0x04, 0x06, ..., 0xC0, 0xF5-0xFF).
@@ -136,9 +149,31 @@ Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)), pre_(PreToken
     merges_.insert(l, r, {static_cast<int32_t>(rank), result});
   }
 
+  for (const int32_t id : data_.second_pass_specials) {
+    check_id(id, "second-pass special token");
+    const auto it = std::find_if(specials_.begin(), specials_.end(), [&](const Special& s) { return s.id == id; });
+    IC_CHECK(it != specials_.end(), "tokenizer: second-pass special token {} is not a control or user-defined token",
+             id);
+    it->second_pass = true;
+    has_second_pass_ = true;
+  }
   std::stable_sort(specials_.begin(), specials_.end(),
                    [](const Special& a, const Special& b) { return a.text.size() > b.text.size(); });
   for (const Special& s : specials_) special_first_byte_[static_cast<uint8_t>(s.text[0])] = true;
+
+  if (data_.ignore_merges) {
+    for (size_t id = 0; id < n; ++id) {
+      const int32_t type = data_.token_types.empty() ? kTokenNormal : data_.token_types[id];
+      // A token outside the alphabet is no piece's byte-level form (HF looks the piece up by that).
+      if (type != kTokenControl && type != kTokenUserDefined && in_alphabet[id] && !pieces_[id].empty())
+        normal_by_bytes_.emplace(pieces_[id], static_cast<int32_t>(id));
+    }
+  }
+}
+
+int32_t Tokenizer::whole_piece_token(std::string_view piece) const {
+  const auto it = normal_by_bytes_.find(piece);
+  return it == normal_by_bytes_.end() ? -1 : it->second;
 }
 
 bool Tokenizer::byte_has_token(uint8_t byte) const { return byte_token_[byte] >= 0; }
@@ -170,12 +205,25 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 1);
   WordCache cache;
+  encode_pass(text, false, parse_special, cache, out);
+  return out;
+}
+
+void Tokenizer::encode_pass(std::string_view text, bool second_pass, bool parse_special, WordCache& cache,
+                            std::vector<int32_t>& out) const {
+  const auto rest = [&](std::string_view t) {
+    if (!second_pass && has_second_pass_) {
+      encode_pass(t, true, parse_special, cache, out);
+    } else {
+      encode_plain(t, cache, out);
+    }
+  };
   size_t start = 0;  // first byte not yet encoded
   for (size_t i = 0; i < text.size();) {
     const Special* hit = nullptr;
     if (special_first_byte_[static_cast<uint8_t>(text[i])]) {
       for (const Special& s : specials_) {
-        if ((parse_special || !s.control) && text.substr(i).starts_with(s.text)) {
+        if (s.second_pass == second_pass && text.substr(i).starts_with(s.text)) {
           hit = &s;
           break;
         }
@@ -185,13 +233,17 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
       ++i;
       continue;
     }
-    encode_plain(text.substr(start, i - start), cache, out);
+    if (hit->control && !parse_special) {
+      // HF finds the match, then leaves it as text: the search goes on after it.
+      i += hit->text.size();
+      continue;
+    }
+    rest(text.substr(start, i - start));
     out.push_back(hit->id);
     i += hit->text.size();
     start = i;
   }
-  encode_plain(text.substr(start), cache, out);
-  return out;
+  rest(text.substr(start));
 }
 
 void Tokenizer::encode_plain(std::string_view text, WordCache& cache, std::vector<int32_t>& out) const {
@@ -199,6 +251,13 @@ void Tokenizer::encode_plain(std::string_view text, WordCache& cache, std::vecto
   cache.pieces.clear();
   pretokenize(pre_, text, cache.pieces);
   for (const std::string_view p : cache.pieces) {
+    if (data_.ignore_merges && p.size() > 1) {
+      const int32_t id = whole_piece_token(p);
+      if (id >= 0) {
+        out.push_back(id);
+        continue;
+      }
+    }
     if (p.size() == 1) {
       const int32_t id = byte_token_[static_cast<uint8_t>(p[0])];
       if (id >= 0) out.push_back(id);

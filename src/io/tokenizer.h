@@ -21,16 +21,29 @@ namespace gguf {
 class File;
 }
 
-// What a GGUF's tokenizer.ggml.* metadata holds.
+// What a GGUF's tokenizer.ggml.* metadata holds (or an HF tokenizer.json: io/tokenizer_json.h).
 struct TokenizerData {
   std::string model = "gpt2";         // tokenizer.ggml.model; only "gpt2" is supported
-  std::string pre = "smollm";         // tokenizer.ggml.pre: "smollm" or "gpt2"
+  std::string pre = "smollm";         // tokenizer.ggml.pre: a name pre_tokenizer_from_name knows
   std::vector<std::string> tokens;    // tokenizer.ggml.tokens (byte-level encoded strings)
   std::vector<std::string> merges;    // tokenizer.ggml.merges ("a b"), best first
   std::vector<int32_t> token_types;   // tokenizer.ggml.token_type; empty = all normal
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;  // -1 = none
   bool add_bos = false;
   std::string chat_template;          // tokenizer.chat_template (may be empty)
+  // HF BPE's ignore_merges: a piece that is itself a normal vocabulary entry is that token,
+  // whatever the merges would make of it.
+  bool ignore_merges = false;
+  // Control / user-defined tokens that HF matches only in what the others leave (tokenizer.json
+  // added tokens with "normalized": true, when some are not; HF cuts out the non-normalized ones
+  // first). Empty for a GGUF.
+  std::vector<int32_t> second_pass_specials;
+  // How tokens outside the byte-level alphabet decode. false (GGUF, as llama.cpp): control and
+  // user-defined tokens are their text, and a normal token outside the alphabet is an error.
+  // true (tokenizer.json, as HF's ByteLevel decoder): any token whose characters are all in the
+  // alphabet decodes to those bytes, any other to its text; normal tokens outside the alphabet
+  // are allowed (BPE never produces them).
+  bool hf_byte_level_decode = false;
 };
 
 // Token types as llama.cpp writes them into tokenizer.ggml.token_type.
@@ -56,13 +69,15 @@ class Tokenizer {
 
   // Token ids of `text`. Never adds BOS/EOS (see add_bos()). With parse_special, the text of a
   // control token such as "<|im_start|>" becomes that token (leftmost, then longest match);
-  // without it, it is plain text. User-defined tokens are always matched, as in HF.
+  // without it, it is plain text. User-defined tokens are always matched, as in HF (which also
+  // finds a control token's match without parse_special, then keeps it as text: so a
+  // user-defined token inside that text is not matched either).
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true) const;
   // Concatenated raw bytes of the tokens (control tokens as their text): the byte-exact inverse
   // of encode for any text whose bytes all have tokens. Throws on an id out of range.
   std::string decode(std::span<const int32_t> ids) const;
   // Raw bytes of one token; may be part of a UTF-8 sequence, so stream these, don't print them
-  // one by one as text.
+  // one by one as text. Control and user-defined tokens: see TokenizerData::hf_byte_level_decode.
   const std::string& piece(int32_t id) const;
 
   int32_t bos_id() const { return data_.bos_id; }
@@ -82,15 +97,22 @@ class Tokenizer {
   struct Special {
     std::string text;
     int32_t id;
-    bool control;  // matched only with parse_special
+    bool control;      // matched only with parse_special
+    bool second_pass;  // see TokenizerData::second_pass_specials
   };
 
   struct WordCache;  // per encode() call, so encode stays const and thread-safe
 
   // Appends the BPE ids of one pre-tokenized piece.
   void bpe(std::string_view piece, WordCache& scratch, std::vector<int32_t>& out) const;
+  // Appends the ids of `text`, cutting out the special tokens of one pass (the second pass
+  // runs on what the first leaves).
+  void encode_pass(std::string_view text, bool second_pass, bool parse_special, WordCache& cache,
+                   std::vector<int32_t>& out) const;
   // Appends the ids of text that holds no special token.
   void encode_plain(std::string_view text, WordCache& cache, std::vector<int32_t>& out) const;
+  // The normal token whose bytes are `piece`, or -1 (for ignore_merges).
+  int32_t whole_piece_token(std::string_view piece) const;
 
   TokenizerData data_;
   PreTokenizer pre_;
@@ -105,6 +127,8 @@ class Tokenizer {
   MergeTable merges_;
   std::vector<Special> specials_;                            // longest first
   std::array<bool, 256> special_first_byte_{};
+  bool has_second_pass_ = false;
+  std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> normal_by_bytes_;  // ignore_merges
 };
 
 }  // namespace ic
