@@ -437,6 +437,13 @@ TEST(DsaFamilyModel, PrefillThenDecodeEqualsOnePrefill) {
         ASSERT_NEAR(step.data<float>()[v], full.data<float>()[t * spec.vocab + v], tol) << spec.model_type << " t " << t;
     }
     EXPECT_EQ(cache->size(), 20);
+    // A chunk of several tokens after cached ones (p0 > 0, n > 1) gives the same rows too.
+    auto c2 = m.make_cache(32);
+    Tensor a, b;
+    m.forward(std::span(tokens).first(9), *c2, a, true);
+    m.forward(std::span(tokens).subspan(9), *c2, b, true);
+    for (int64_t i = 0; i < 11 * spec.vocab; ++i)
+      ASSERT_NEAR(b.data<float>()[i], full.data<float>()[9 * spec.vocab + i], tol) << spec.model_type;
   }
 }
 
@@ -559,6 +566,32 @@ TEST(DsaFamilyModel, FusedAndPerExpertLayoutsGiveTheSameModel) {
   const auto b = MlaMoeModel::load(d.str(), Device::CPU, {});
   const std::vector<int32_t> tokens = random_tokens(11, 64, 9);
   EXPECT_EQ(max_abs_diff(logits_of(*a.model, tokens), logits_of(*b, tokens)), 0.0);
+}
+
+TEST(DsaFamilyModel, AttentionBiasesAreRead) {
+  // attention_bias: q_a_proj, kv_a_proj_with_mqa and o_proj carry biases. Zero biases give the
+  // bias-free model exactly; a bias on o_proj shifts it.
+  TinySpec spec = TinySpec::glm();
+  TinyModel plain(spec, 97);
+  spec.extra["attention_bias"] = true;
+  test::TensorMap w = plain.weights;
+  for (int64_t l = 0; l < spec.layers; ++l) {
+    const std::string a = fmt::format("model.layers.{}.self_attn.", l);
+    w[a + "q_a_proj.bias"] = Tensor::zeros({spec.q_lora}, DType::F32);
+    w[a + "kv_a_proj_with_mqa.bias"] = Tensor::zeros({spec.kv_lora + spec.rope}, DType::F32);
+    w[a + "o_proj.bias"] = Tensor::zeros({spec.hidden}, DType::F32);
+  }
+  TempFolder d;
+  test::write_folder(d.str(), spec.config(), w);
+  const std::vector<int32_t> tokens = random_tokens(9, 64, 13);
+  const Tensor base = logits_of(*plain.model, tokens);
+  EXPECT_EQ(max_abs_diff(base, logits_of(*MlaMoeModel::load(d.str(), Device::CPU, {}), tokens)), 0.0);
+  w["model.layers.2.self_attn.o_proj.bias"].data<float>()[3] = 0.5f;
+  test::write_folder(d.str(), spec.config(), w);
+  EXPECT_GT(max_abs_diff(base, logits_of(*MlaMoeModel::load(d.str(), Device::CPU, {}), tokens)), 1e-3);
+  w.erase("model.layers.1.self_attn.kv_a_proj_with_mqa.bias");
+  test::write_folder(d.str(), spec.config(), w);
+  EXPECT_DSA_ERROR(MlaMoeModel::load(d.str(), Device::CPU, {}), "model.layers.1.self_attn.kv_a_proj_with_mqa.bias");
 }
 
 TEST(DsaFamilyModel, DenseMlaModelHasNoPattern) {
