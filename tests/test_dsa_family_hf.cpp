@@ -290,6 +290,25 @@ TEST(DsaFamilyHF, Glm4MoeLiteMatchesHF) {
   check_folder("glm4_moe_lite-tiny");
 }
 
+// tokenizer.json of each folder, encoded as HF tokenizers encodes it (tests/data/tokenizers).
+TEST(DsaFamilyHF, TokenizerFromTheFolder) {
+  for (const auto& [name, tok] : {std::pair{"deepseek_v32-tiny", "deepseek-v3-tiny"}, std::pair{"glm_moe_dsa-tiny", "glm-tiny"},
+                                  std::pair{"glm4_moe_lite-tiny", "glm-tiny"}}) {
+    const std::string dir = hf_dir(name);
+    if (!fs::exists(dir + "/tokenizer.json")) GTEST_SKIP() << dir << " has no tokenizer.json yet";
+    auto m = MlaMoeModel::load(dir, Device::CPU, {});
+    const Tokenizer& t = m->tokenizer();
+    EXPECT_LE(t.vocab_size(), m->info().vocab) << name;
+    std::ifstream f(std::string(IC_SOURCE_DIR) + "/tests/data/tokenizers/" + tok + "/tokenizer_vectors.json");
+    const json v = json::parse(f);
+    int checked = 0;
+    for (const json& c : v["vectors"]) {
+      if (++checked > 50) break;
+      EXPECT_EQ(t.encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>()) << name << ": " << c["text"];
+    }
+  }
+}
+
 // Layer 0's intermediates of prompt p1, tensor by tensor (HF's layouts; README "The reference files").
 TEST(DsaFamilyHF, LayerZeroIntermediatesMatchHF) {
   for (const char* name : {"deepseek_v32-tiny", "glm_moe_dsa-tiny", "glm4_moe_lite-tiny"}) {

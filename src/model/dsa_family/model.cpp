@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "io/tokenizer_json.h"
 #include "model/dsa_family/cache.h"
 #include "model/dsa_family/cpu_math.h"
 #include "model/dsa_family/indexer.h"
@@ -64,10 +65,25 @@ std::unique_ptr<MlaMoeModel> MlaMoeModel::load(const std::string& dir, Device de
   m->final_norm_ = f.read_f32("model.norm.weight", {cfg.hidden});
   m->lm_head_ = cfg.tie_word_embeddings ? m->embed_ : f.read_f32("lm_head.weight", {cfg.vocab, cfg.hidden});
   m->info_ = {cfg.model_type, cfg.architecture, cfg.n_layers, cfg.hidden, cfg.vocab, cfg.max_positions};
-  m->tokenizer_error_ = f.tokenizer_json().empty()
-                            ? fmt::format("{}: no tokenizer.json in the folder", dir)
-                            : fmt::format("{}: reading tokenizer.json is not built in yet (io/tokenizer_json)", dir);
+  m->load_tokenizer(f);
   return m;
+}
+
+// A tokenizer.json this build cannot read does not stop the model from running on token ids
+// (search, perplexity on pre-tokenized data): its error is kept and raised where text is needed.
+void MlaMoeModel::load_tokenizer(const hf::Folder& f) {
+  if (f.tokenizer_json().empty()) {
+    tokenizer_error_ = fmt::format("{}: no tokenizer.json in the folder", dir_);
+    return;
+  }
+  try {
+    auto t = std::make_unique<Tokenizer>(tokenizer_data_from_json_files(f.tokenizer_json(), f.tokenizer_config_json()));
+    IC_CHECK(t->vocab_size() <= cfg_.vocab, "{}: the tokenizer has {} tokens, more than the {} embedding rows",
+             f.tokenizer_json(), t->vocab_size(), cfg_.vocab);
+    tokenizer_ = std::move(t);
+  } catch (const Error& e) {
+    tokenizer_error_ = e.what();
+  }
 }
 
 const Tokenizer& MlaMoeModel::tokenizer() const {

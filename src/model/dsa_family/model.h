@@ -44,6 +44,8 @@ class MlaMoeModel final : public Model {
 
   const MlaMoeConfig& config() const { return cfg_; }
   const ModelInfo& info() const override { return info_; }
+  // From tokenizer.json + tokenizer_config.json; throws the reason when the folder has none or
+  // it could not be read (the model still runs on token ids).
   const Tokenizer& tokenizer() const override;
   Device device() const override { return Device::CPU; }
   const std::string& path() const override { return dir_; }
@@ -77,6 +79,7 @@ class MlaMoeModel final : public Model {
   // The same for an attached indexer file's indexer (fed from h alone).
   Tensor select_attached(int64_t l, const Tensor& h, Tensor& keys, int64_t p0);
   Tensor final_logits(const Tensor& x);
+  void load_tokenizer(const hf::Folder& f);
 
   hf::Folder folder_;  // kept open: set_pattern may read indexers later
   std::string dir_;
