@@ -26,6 +26,7 @@ namespace ic {
 namespace {
 
 using test::TempFolder;
+namespace fs = std::filesystem;
 using test::TinySpec;
 using nlohmann::json;
 
@@ -699,6 +700,14 @@ TEST(DsaFamilyModel, BadCheckpointsGiveClearErrors) {
   const std::vector<int32_t> oob = {3, 64};
   EXPECT_DSA_ERROR(m->embed(oob), "token id 64 at position 1");
   EXPECT_DSA_ERROR(m->tokenizer(), "no tokenizer.json");
+  // A truncated shard, and a quantisation the reader does not know.
+  test::write_folder(d.str(), spec.config(), w);
+  fs::resize_file(d.path / "model.safetensors", fs::file_size(d.path / "model.safetensors") - 100);
+  EXPECT_DSA_ERROR(MlaMoeModel::load(d.str(), Device::CPU, {}), "model.safetensors");
+  json q = spec.config();
+  q["quantization_config"] = {{"quant_method", "awq"}};
+  test::write_folder(d.str(), q, w);
+  EXPECT_DSA_ERROR(MlaMoeModel::load(d.str(), Device::CPU, {}), "awq");
 }
 
 }  // namespace
