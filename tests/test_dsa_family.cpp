@@ -192,6 +192,17 @@ TEST(DsaFamilyConfig, RefusesWhatHFCannotRun) {
   j = TinySpec().config();
   j["num_hidden_layers"] = "4";
   EXPECT_DSA_ERROR(config_of(j), "'num_hidden_layers'");
+  // Sizes no model has are refused before anything is allocated for them.
+  j = TinySpec().config();
+  j.erase("mlp_layer_types");
+  j["num_hidden_layers"] = int64_t{1} << 40;
+  EXPECT_DSA_ERROR(config_of(j), "'num_hidden_layers': 1099511627776 layers, outside [1, 65536]");
+  j = TinySpec().config();
+  j["n_routed_experts"] = int64_t{1} << 40;
+  EXPECT_DSA_ERROR(config_of(j), "'n_routed_experts' is 1099511627776");
+  j = TinySpec().config();
+  j["rope_parameters"]["rope_theta"] = -1.0;
+  EXPECT_DSA_ERROR(config_of(j), "'rope_theta' must be positive");
   j = TinySpec().config();
   j["mlp_layer_types"] = {"dense"};
   EXPECT_DSA_ERROR(config_of(j), "'mlp_layer_types': 1 entries for 4 layers");

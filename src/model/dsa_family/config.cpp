@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "io/hf_folder.h"
+#include "model/pattern_conventions.h"
 
 namespace ic {
 
@@ -32,6 +33,14 @@ constexpr Defaults kArchs[] = {
     {"Glm4MoeLiteForCausalLM", "glm4_moe_lite", DsaArch::Glm4MoeLite, 154880, 2048, 10240, 1536, 47, 20, 1, 64, 1.8,
      512, 768, 64, 256, 192, 1, 1, 4, 202752, 1e-5, 0, 0, 0, -1},
 };
+
+// Bounds far above any real model (DeepSeek-V3.2: 61 layers, hidden 7168, 256 experts, vocab
+// 129280), so that a hostile config.json cannot make the loader allocate per-layer tables without
+// end or overflow a product of shapes (E * 2I * H stays below 2^60).
+constexpr int64_t kMaxLayers = kMaxPatternLayers;
+constexpr int64_t kMaxWidth = int64_t{1} << 20;
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+constexpr int64_t kMaxExperts = int64_t{1} << 16;
 
 const Defaults* find_arch(const std::string& name) {
   for (const Defaults& d : kArchs)
@@ -139,6 +148,8 @@ MlaMoeConfig MlaMoeConfig::from_hf(const hf::Config& c) {
   m.architecture = d->architecture;
   m.model_type = d->model_type;
   m.n_layers = c.get_int_or("num_hidden_layers", d->layers);
+  IC_CHECK(m.n_layers > 0 && m.n_layers <= kMaxLayers, "{}: {} layers, outside [1, {}]", c.where("num_hidden_layers"),
+           m.n_layers, kMaxLayers);
   m.hidden = c.get_int_or("hidden_size", d->hidden);
   m.vocab = c.get_int_or("vocab_size", d->vocab);
   m.n_heads = c.get_int_or("num_attention_heads", d->heads);
@@ -193,31 +204,40 @@ MlaMoeConfig MlaMoeConfig::from_hf(const hf::Config& c) {
 }
 
 void MlaMoeConfig::validate(const std::string& where) const {
-  auto positive = [&](const char* key, int64_t v) { IC_CHECK(v > 0, "{}: '{}' must be positive, got {}", where, key, v); };
-  positive("num_hidden_layers", n_layers);
+  auto positive = [&](const char* key, int64_t v, int64_t max = kMaxWidth) {
+    IC_CHECK(v > 0 && v <= max, "{}: '{}' is {}, outside [1, {}]", where, key, v, max);
+  };
+  positive("num_hidden_layers", n_layers, kMaxLayers);
   positive("hidden_size", hidden);
-  positive("vocab_size", vocab);
+  positive("vocab_size", vocab, kMaxVocab);
   positive("num_attention_heads", n_heads);
   positive("kv_lora_rank", kv_lora_rank);
   positive("qk_nope_head_dim", qk_nope_dim);
   positive("qk_rope_head_dim", qk_rope_dim);
   positive("v_head_dim", v_head_dim);
-  positive("max_position_embeddings", max_positions);
+  positive("max_position_embeddings", max_positions, int64_t{1} << 40);
   IC_CHECK(qk_rope_dim % 2 == 0, "{}: 'qk_rope_head_dim' must be even, got {}", where, qk_rope_dim);
-  IC_CHECK(q_lora_rank >= 0, "{}: 'q_lora_rank' must be positive or null, got {}", where, q_lora_rank);
+  IC_CHECK(q_lora_rank >= 0 && q_lora_rank <= kMaxWidth, "{}: 'q_lora_rank' is {}, outside [1, {}] or null", where,
+           q_lora_rank, kMaxWidth);
   IC_CHECK(rms_norm_eps > 0.0, "{}: 'rms_norm_eps' must be positive, got {}", where, rms_norm_eps);
-  IC_CHECK(rope.theta > 0.0, "{}: 'rope_theta' must be positive, got {}", where, rope.theta);
-  IC_CHECK(n_mtp_layers >= 0, "{}: 'num_nextn_predict_layers' must be >= 0, got {}", where, n_mtp_layers);
+  IC_CHECK(std::isfinite(rope.theta) && rope.theta > 0.0, "{}: 'rope_theta' must be positive, got {}", where,
+           rope.theta);
+  IC_CHECK(std::isfinite(rope.factor) && std::isfinite(rope.attention_factor) && std::isfinite(routed_scaling_factor),
+           "{}: rope factor {}, attention factor {} and routed_scaling_factor {} must be finite", where, rope.factor,
+           rope.attention_factor, routed_scaling_factor);
+  IC_CHECK(n_mtp_layers >= 0 && n_mtp_layers <= kMaxLayers, "{}: 'num_nextn_predict_layers' is {}, outside [0, {}]",
+           where, n_mtp_layers, kMaxLayers);
   bool any_dense = false, any_moe = false;
   for (bool b : moe_layer) (b ? any_moe : any_dense) = true;
   if (any_dense) positive("intermediate_size", intermediate);
   if (any_moe) {
-    positive("n_routed_experts", n_routed_experts);
+    positive("n_routed_experts", n_routed_experts, kMaxExperts);
     positive("num_experts_per_tok", n_experts_per_tok);
     positive("moe_intermediate_size", moe_intermediate);
     positive("n_group", n_group);
     positive("topk_group", topk_group);
-    IC_CHECK(n_shared_experts >= 0, "{}: 'n_shared_experts' must be >= 0, got {}", where, n_shared_experts);
+    IC_CHECK(n_shared_experts >= 0 && n_shared_experts <= kMaxExperts, "{}: 'n_shared_experts' is {}, outside [0, {}]",
+             where, n_shared_experts, kMaxExperts);
     IC_CHECK(n_routed_experts % n_group == 0, "{}: n_routed_experts {} is not a multiple of n_group {}", where,
              n_routed_experts, n_group);
     // HF scores a group by the sum of its top two experts (topk(2) fails on smaller groups).
@@ -232,7 +252,7 @@ void MlaMoeConfig::validate(const std::string& where) const {
     IC_CHECK(q_lora_rank > 0, "{}: {} needs a q_lora_rank (its indexer reads the query latent)", where, architecture);
     positive("index_n_heads", index_n_heads);
     positive("index_head_dim", index_head_dim);
-    positive("index_topk", index_topk);
+    positive("index_topk", index_topk, int64_t{1} << 30);
     IC_CHECK(index_head_dim >= qk_rope_dim, "{}: index_head_dim {} is smaller than its rope slice qk_rope_head_dim {}",
              where, index_head_dim, qk_rope_dim);
   }
