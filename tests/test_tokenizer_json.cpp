@@ -56,14 +56,19 @@ TEST_P(TinyTokenizer, EncodeMatchesHfOnEveryVector) {
     EXPECT_EQ(tk.encode(text, /*parse_special=*/false), as_text) << "text: " << Json(text).dump();
     EXPECT_EQ(tk.decode(got), text);
     EXPECT_EQ(tk.decode(as_text), text);
-    // What HF's post-processor gives is what a caller gets by honouring add_bos().
+    // What HF's post-processor gives is what a caller gets by honouring add_bos(), and by
+    // post_prefix() + ids + post_suffix().
     std::vector<int32_t> with_bos;
     if (tk.add_bos()) with_bos.push_back(tk.bos_id());
     with_bos.insert(with_bos.end(), got.begin(), got.end());
+    std::vector<int32_t> around(tk.post_prefix().begin(), tk.post_prefix().end());
+    around.insert(around.end(), got.begin(), got.end());
+    around.insert(around.end(), tk.post_suffix().begin(), tk.post_suffix().end());
     std::vector<int32_t> hf = prefix;
     hf.insert(hf.end(), ids.begin(), ids.end());
     if (v.contains("ids_with_post_processor")) hf = ids_of(v["ids_with_post_processor"]);
     EXPECT_EQ(with_bos, hf) << "text: " << Json(text).dump();
+    EXPECT_EQ(around, hf) << "text: " << Json(text).dump();
   }
   EXPECT_GT(with_specials_as_text, 20u) << "the vectors should exercise parse_special = false";
 }
@@ -104,10 +109,11 @@ TEST(HfTokenizerJson, GlmSpecialTokensAndNoBos) {
 }
 
 // HF rules the tiny tokenizers do not reach: ignore_merges, normalized added tokens matched in
-// a second pass, added tokens in the byte-level alphabet, special-token text hiding added tokens.
+// a second pass, added tokens in the byte-level alphabet, special-token text hiding added tokens,
+// a GLM-style post-processor with two tokens before the text and one after.
 TEST(HfTokenizerJson, MatchesHfMatchingRules) {
   const Json all = Json::parse(read_text(data_dir() + "hf_semantics_vectors.json"));
-  ASSERT_EQ(all["cases"].size(), 5u);
+  ASSERT_EQ(all["cases"].size(), 6u);
   for (const Json& c : all["cases"]) {
     SCOPED_TRACE(c["what"].get<std::string>());
     const Tokenizer tk(tokenizer_data_from_json(c["tokenizer_json"].get<std::string>(), ""));
@@ -115,6 +121,10 @@ TEST(HfTokenizerJson, MatchesHfMatchingRules) {
       const std::string text = v["text"];
       const std::vector<int32_t> ids = tk.encode(text, true);
       EXPECT_EQ(ids, ids_of(v["ids"])) << text;
+      std::vector<int32_t> around(tk.post_prefix().begin(), tk.post_prefix().end());
+      around.insert(around.end(), ids.begin(), ids.end());
+      around.insert(around.end(), tk.post_suffix().begin(), tk.post_suffix().end());
+      EXPECT_EQ(around, ids_of(v["ids_with_post_processor"])) << text;
       EXPECT_EQ(tk.encode(text, false), ids_of(v["ids_special_as_text"])) << text;
       EXPECT_EQ(tk.decode(ids), v["decoded"].get<std::string>()) << text;
     }
@@ -238,11 +248,9 @@ TEST(HfTokenizerJson, UnsupportedParts) {
                "not a supported pre-tokenizer");
   expect_error([](Json& j) { j["pre_tokenizer"]["pretokenizers"][1]["behavior"] = "Removed"; },
                "not a supported pre-tokenizer");
-  expect_error(
-      [](Json& j) {
-        j["post_processor"]["single"].push_back(Json{{"SpecialToken", {{"id", "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"}, {"type_id", 0}}}});
-      },
-      "only one special token before $A");
+  expect_error([](Json& j) { j["post_processor"]["single"].push_back(j["post_processor"]["single"][1]); },
+               "only one $A is supported");
+  expect_error([](Json& j) { j["post_processor"]["special_tokens"].clear(); }, "special_tokens.<");
   expect_error([](Json& j) { j["post_processor"] = Json{{"type", "RobertaProcessing"}}; }, "RobertaProcessing");
 }
 

@@ -83,6 +83,8 @@ Tokenizer::Tokenizer(TokenizerData data) : data_(std::move(data)), pre_(PreToken
   check_id(data_.eos_id, "EOS");
   check_id(data_.unk_id, "unknown-token");
   check_id(data_.pad_id, "padding");
+  for (const int32_t id : data_.post_prefix) check_id(id, "post-processor");
+  for (const int32_t id : data_.post_suffix) check_id(id, "post-processor");
 
   const std::array<uint32_t, 256> to_cp = byte_to_codepoint();
   std::vector<int16_t> to_byte(512, -1);

@@ -30,6 +30,10 @@ struct TokenizerData {
   std::vector<int32_t> token_types;   // tokenizer.ggml.token_type; empty = all normal
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;  // -1 = none
   bool add_bos = false;
+  // What HF's post-processor puts around one encoded text (tokenizer.json). add_bos and bos_id
+  // say the same when the prefix is one token and the suffix empty; GLM-style templates
+  // ("[gMASK] <sop> $A") need these. Empty for a GGUF (add_bos says it all).
+  std::vector<int32_t> post_prefix, post_suffix;
   std::string chat_template;          // tokenizer.chat_template (may be empty)
   // HF BPE's ignore_merges: a piece that is itself a normal vocabulary entry is that token,
   // whatever the merges would make of it.
@@ -83,6 +87,9 @@ class Tokenizer {
   int32_t bos_id() const { return data_.bos_id; }
   int32_t eos_id() const { return data_.eos_id; }
   bool add_bos() const { return data_.add_bos; }
+  // HF's encode(text, add_special_tokens=True) is post_prefix() + encode(text) + post_suffix().
+  std::span<const int32_t> post_prefix() const { return data_.post_prefix; }
+  std::span<const int32_t> post_suffix() const { return data_.post_suffix; }
   int64_t vocab_size() const { return static_cast<int64_t>(data_.tokens.size()); }
   // Id of a vocabulary entry by its text as stored (byte-level encoded: "Ġthe", "<|im_end|>");
   // -1 if absent.

@@ -335,50 +335,49 @@ std::string read_pre_tokenizer(const Fields& root) {
        where, shown(pre));
 }
 
-// The BOS the post-processor prepends, if any (-1: none).
-int32_t read_template(const Fields& t) {
+// The special tokens a post-processor puts before and after the text.
+struct Around {
+  std::vector<int32_t> prefix, suffix;
+};
+
+void read_template(const Fields& t, Around& out) {
   const Json& single = t.array("single");
-  int32_t bos = -1;
+  IC_CHECK(out.prefix.empty() && out.suffix.empty(), "{}: a second template after one that adds tokens", t.where());
   bool seen_a = false;
   for (size_t i = 0; i < single.size(); ++i) {
     const Json& item = single[i];
     const std::string where = fmt::format("{}.single[{}]", t.where(), i);
     IC_CHECK(item.is_object() && item.size() == 1, "{} is {}, a SpecialToken or Sequence expected", where, shown(item));
     if (item.contains("Sequence")) {
-      IC_CHECK(!seen_a && str_or(item["Sequence"], "id", "") == "A",
-               "{} is {}: only one $A is supported", where, shown(item));
+      IC_CHECK(!seen_a && str_or(item["Sequence"], "id", "") == "A", "{} is {}: only one $A is supported", where,
+               shown(item));
       seen_a = true;
       continue;
     }
     IC_CHECK(item.contains("SpecialToken"), "{} is {}, a SpecialToken or Sequence expected", where, shown(item));
     const Fields st(item["SpecialToken"], where + ".SpecialToken");
-    IC_CHECK(!seen_a && bos < 0, "{}: only one special token before $A is supported (\"<bos> $A\")", where);
     const std::string name = st.str("id");
     const Fields specials(t.get("special_tokens"), t.where() + ".special_tokens");
     const Fields entry(specials.get(name), specials.where() + "." + name);
     const Json& ids = entry.array("ids");
-    IC_CHECK(ids.size() == 1, "{}.ids has {} ids, one expected", entry.where(), ids.size());
-    bos = token_id(ids[0], kMaxTokenizerVocab, entry.where() + ".ids[0]");
+    IC_CHECK(ids.size() <= 16, "{}.ids has {} ids, more than 16", entry.where(), ids.size());
+    for (size_t k = 0; k < ids.size(); ++k)
+      (seen_a ? out.suffix : out.prefix)
+          .push_back(token_id(ids[k], kMaxTokenizerVocab, fmt::format("{}.ids[{}]", entry.where(), k)));
+    IC_CHECK(out.prefix.size() + out.suffix.size() <= 64, "{}: more than 64 tokens around the text", t.where());
   }
   IC_CHECK(seen_a, "{}.single has no $A", t.where());
-  return bos;
 }
 
-int32_t read_post_processor(const Json& p, const std::string& where) {
+void read_post_processor(const Json& p, const std::string& where, Around& out) {
   const Fields f(p, where);
   const std::string type = f.str("type");
-  if (type == "ByteLevel") return -1;  // offsets only
-  if (type == "TemplateProcessing") return read_template(f);
+  if (type == "ByteLevel") return;  // offsets only
+  if (type == "TemplateProcessing") return read_template(f, out);
   IC_CHECK(type == "Sequence", "{}.type is '{}': not supported (null, ByteLevel, TemplateProcessing or a Sequence)",
            where, type);
   const Json& list = f.array("processors");
-  int32_t bos = -1;
-  for (size_t i = 0; i < list.size(); ++i) {
-    const int32_t b = read_post_processor(list[i], fmt::format("{}.processors[{}]", where, i));
-    IC_CHECK(b < 0 || bos < 0, "{}: two processors prepend a token", where);
-    if (b >= 0) bos = b;
-  }
-  return bos;
+  for (size_t i = 0; i < list.size(); ++i) read_post_processor(list[i], fmt::format("{}.processors[{}]", where, i), out);
 }
 
 void read_decoder(const Fields& root) {
@@ -399,7 +398,7 @@ std::optional<std::string> special_name(const Fields& c, std::string_view key) {
   return Fields(*v, c.path(key)).str("content");
 }
 
-void read_config(const std::string& text, const std::string& name, const std::string& json_name, int32_t post_bos,
+void read_config(const std::string& text, const std::string& name, const std::string& json_name, const Around& post,
                  TokenizerData& d) {
   const Json j = text.empty() ? Json::object() : parse(text, name, kMaxTokenizerConfigBytes);
   const Fields c(j, name + ":");
@@ -421,11 +420,21 @@ void read_config(const std::string& text, const std::string& name, const std::st
   d.pad_id = resolve("pad_token");
   d.unk_id = resolve("unk_token");
   const std::optional<bool> add_bos = c.opt_bool("add_bos_token");
-  // transformers' Llama-family classes rebuild the post-processor from add_bos_token and
-  // bos_token; without the key, tokenizer.json's post-processor decides.
-  d.add_bos = add_bos.value_or(post_bos >= 0);
-  d.bos_id = add_bos ? bos : (post_bos >= 0 ? post_bos : bos);
-  IC_CHECK(!d.add_bos || d.bos_id >= 0, "{}: add_bos_token is true but there is no bos_token", name);
+  if (add_bos) {
+    // transformers' Llama-family classes rebuild the post-processor from add_bos_token and
+    // bos_token (add_eos_token is refused above).
+    IC_CHECK(!*add_bos || bos >= 0, "{}: add_bos_token is true but there is no bos_token", name);
+    d.post_prefix.clear();
+    if (*add_bos) d.post_prefix.push_back(bos);
+    d.post_suffix.clear();
+  } else {
+    d.post_prefix = post.prefix;  // without the key, tokenizer.json's post-processor decides
+    d.post_suffix = post.suffix;
+  }
+  d.add_bos = d.post_prefix.size() == 1 && d.post_suffix.empty();
+  d.bos_id = bos >= 0 ? bos : d.add_bos ? d.post_prefix[0] : -1;
+  IC_CHECK(!d.add_bos || d.bos_id == d.post_prefix[0], "{}: bos_token is token {}, but {}'s post_processor prepends {}",
+           name, d.bos_id, json_name, d.post_prefix[0]);
 
   if (const Json* t = c.find("chat_template")) {
     if (t->is_string()) {
@@ -470,12 +479,12 @@ TokenizerData from_json(const Json& j, const std::string& tokenizer_config_json,
   read_model(root, added, d);
   read_normalizer(root);
   d.pre = read_pre_tokenizer(root);
-  const Json* post = root.find("post_processor");
-  const int32_t post_bos = post ? read_post_processor(*post, root.path("post_processor")) : -1;
-  IC_CHECK(post_bos < static_cast<int64_t>(d.tokens.size()), "{}: token id {} is not below {}",
-           root.path("post_processor"), post_bos, d.tokens.size());
+  Around post;
+  if (const Json* p = root.find("post_processor")) read_post_processor(*p, root.path("post_processor"), post);
+  for (const int32_t id : post.prefix) IC_CHECK(id < static_cast<int64_t>(d.tokens.size()), "{}: token id {} is not below {}", root.path("post_processor"), id, d.tokens.size());
+  for (const int32_t id : post.suffix) IC_CHECK(id < static_cast<int64_t>(d.tokens.size()), "{}: token id {} is not below {}", root.path("post_processor"), id, d.tokens.size());
   read_decoder(root);
-  read_config(tokenizer_config_json, config_name, json_name, post_bos, d);
+  read_config(tokenizer_config_json, config_name, json_name, post, d);
   return d;
 }
 

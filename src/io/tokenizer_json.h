@@ -13,8 +13,8 @@
 //   normalizer         null or an empty Sequence.
 //   pre_tokenizer      recognised by its exact configuration: "deepseek-v3", "glm4", "gpt2",
 //                      "smollm" (see io/pretokenize.h); anything else is an error that shows it.
-//   post_processor     null, ByteLevel, TemplateProcessing "<bos> $A" or "$A", or a Sequence of
-//                      those: whether BOS is prepended, and which.
+//   post_processor     null, ByteLevel, TemplateProcessing (special tokens around one $A), or a
+//                      Sequence of those: TokenizerData::post_prefix / post_suffix.
 //   decoder            ByteLevel.
 //   tokenizer_config   add_bos_token (decides BOS when present, as transformers' Llama-family
 //                      classes rebuild the post-processor from it), bos/eos/pad/unk_token,
