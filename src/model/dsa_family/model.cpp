@@ -112,7 +112,8 @@ void MlaMoeModel::set_dsa(std::shared_ptr<const DsaSpec> spec) {
   IC_CHECK(!cfg_.has_indexer_arch(), "{}: {} carries its own indexers in its checkpoint; indexer files attach to "
            "the dense MLA architecture ({})", dir_, cfg_.architecture, "Glm4MoeLiteForCausalLM");
   if (spec) {
-    IC_CHECK(spec->n_layers() == cfg_.n_layers, "indexers for {} layers on a model of {}", spec->n_layers(),
+    IC_CHECK(spec->n_layers() == cfg_.n_layers && static_cast<int64_t>(spec->indexers.size()) == cfg_.n_layers,
+             "indexers for {} layers (pattern {}) on a model of {}", spec->indexers.size(), spec->pattern.str(),
              cfg_.n_layers);
     for (int64_t l : spec->pattern.full_layers()) spec->indexers[static_cast<size_t>(l)].check(spec->config, cfg_.hidden);
     pattern_ = spec->pattern;
