@@ -871,7 +871,7 @@ def make_v32_fp8(out, base_model, cfg, bf16_fulls):
         "prompts": prompts,
         "decode": dec,
         "hf_load_as_is": fp8_as_is(folder, fulls, dequantize=False),
-        "hf_load_dequantize_true": fp8_as_is(folder, fulls, dequantize=True),
+        "hf_load_dequantize_true": fp8_as_is(folder, fulls, dequantize=True, ref_sd=from_ds_layout(deq)),
         "max_abs_diff_logits_vs_bf16_checkpoint": max(
             (a - b).abs().max().item() for a, b in zip(fulls, bf16_fulls)
         ),
@@ -880,41 +880,50 @@ def make_v32_fp8(out, base_model, cfg, bf16_fulls):
     return fulls
 
 
-def fp8_as_is(folder, fulls, dequantize):
-    """HF's own loading of the fp8 folder (FP8Linear on the GPU, or dequantize=True)."""
+def fp8_as_is(folder, fulls, dequantize, ref_sd=None):
+    """HF's own loading of the fp8 folder (FP8Linear / FP8Experts on the GPU, or dequantize=True),
+    then its forward; loading and running are recorded apart (the GPU forward needs the hub's
+    finegrained-fp8 or DeepGEMM kernels, which an offline machine may lack)."""
+    kw = dict(dtype=torch.bfloat16, attn_implementation="eager")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cuda":
+        kw["device_map"] = dev
+    if dequantize:
+        kw["quantization_config"] = transformers.FineGrainedFP8Config(dequantize=True)
+        kw["dtype"] = torch.float32
+    res = {"device": dev, "dtype": str(kw["dtype"])}
     try:
-        kw = dict(dtype=torch.bfloat16, attn_implementation="eager")
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-        if dev == "cuda":
-            kw["device_map"] = dev
-        if dequantize:
-            kw["quantization_config"] = transformers.FineGrainedFP8Config(dequantize=True)
-            kw["dtype"] = torch.float32
-        m, info = transformers.DeepseekV32ForCausalLM.from_pretrained(
-            folder, output_loading_info=True, **kw
-        )
+        m, info = transformers.DeepseekV32ForCausalLM.from_pretrained(folder, output_loading_info=True, **kw)
         m = m.eval()
+    except Exception as e:  # noqa: BLE001 - recorded, not fatal
+        log(f"fp8 load (dequantize={dequantize}) failed:", repr(e)[:800])
+        traceback.print_exc()
+        res.update(loads=False, error=repr(e)[:800])
+        return res
+    res.update(
+        loads=True,
+        fp8_module_classes=sorted({type(x).__name__ for x in m.modules() if "fp8" in type(x).__name__.lower()}),
+        parameter_dtypes=sorted({str(p.dtype) for p in m.parameters()}),
+        missing_keys=sorted(info.get("missing_keys", []))[:20],
+        unexpected_keys=sorted(info.get("unexpected_keys", []))[:20],
+        mismatched_keys=[str(x) for x in info.get("mismatched_keys", [])][:20],
+    )
+    if ref_sd is not None:  # which weights HF dequantised otherwise than w = fp8 * scale_inv[i/128][j/128]
+        sd = m.state_dict()
+        res["weights_differing_from_reference_dequant"] = {
+            k: g8((sd[k].float().cpu() - v).abs().max()) for k, v in ref_sd.items() if k in sd and not torch.equal(sd[k].float().cpu(), v)
+        }
+    try:
         diffs = []
         with torch.no_grad():
             for pi, ids in enumerate(PROMPTS):
                 lg = m(input_ids=torch.tensor([ids], device=dev)).logits[0].float().cpu()
                 diffs.append((lg - fulls[pi]).abs().max().item())
-        kinds = sorted({type(x).__name__ for x in m.modules() if "FP8" in type(x).__name__ or "Fp8" in type(x).__name__})
-        return {
-            "loads": True,
-            "device": dev,
-            "dtype": str(kw["dtype"]),
-            "max_abs_diff_logits_vs_dequantised_reference": max(diffs),
-            "per_prompt": diffs,
-            "fp8_module_classes": kinds,
-            "missing_keys": sorted(info.get("missing_keys", []))[:20],
-            "unexpected_keys": sorted(info.get("unexpected_keys", []))[:20],
-            "mismatched_keys": [str(x) for x in info.get("mismatched_keys", [])][:20],
-        }
+        res.update(runs=True, max_abs_diff_logits_vs_dequantised_reference=max(diffs), per_prompt=diffs)
     except Exception as e:  # noqa: BLE001 - recorded, not fatal
-        log(f"fp8 as-is load (dequantize={dequantize}) failed:", repr(e)[:800])
-        traceback.print_exc()
-        return {"loads": False, "error": repr(e)[:800]}
+        log(f"fp8 forward (dequantize={dequantize}) failed:", repr(e)[:800])
+        res.update(runs=False, error=repr(e)[:800])
+    return res
 
 
 GLM_PATTERN = "FSSF"
