@@ -220,6 +220,119 @@ PY
     expect_error "has no indexer for it" "$bin" "${s[@]/$allf/$src/models/indexers/smollm2-h8d64-half.safetensors}"
     expect_error "not supported" "$bin" "${s[@]}" --lazy --blocks 2
     expect_error "gives 14 windows" "$bin" "${s[@]}" --windows 99 ;;
+  pattern)
+    # Exports, read back by Python restatements of each engine's source (not our C++ reader):
+    # applied onto a GLM-5.2-style checkpoint config, every engine gives the exported layers.
+    paper=FSFSFSSSSFSSSFSSFFSSFSSFSSSSFSSSFSSSSFSSSSSSSSS
+    "$bin" pattern export freq=4,offset=3 --n-layers 78 --json >"$tmp/glm.json" || fail "export freq=4 failed"
+    "$bin" pattern export $paper --for all --json >"$tmp/paper.json" || fail "export of the paper's pattern failed"
+    python3 - "$tmp/glm.json" "$tmp/paper.json" <<'PY' || exit 1
+import json, sys
+def vllm(c, l):  # deepseek_v2.py DeepseekV2MLAAttention: True = shared
+    p = c.get("index_topk_pattern")
+    if p is None:
+        return max(l - c.get("index_skip_topk_offset", 2) + 1, 0) % c.get("index_topk_freq", 1) != 0
+    return l < len(p) and p[l] == "S"
+def trtllm(c, l):  # llm_args.py DeepSeekSparseAttentionConfig._is_full_indexer_layer
+    p = c.get("index_topk_pattern")
+    if p is not None:
+        return l < len(p) and str(p[l]).upper() == "S"
+    f = max(c.get("index_topk_freq", 1) or 1, 1)
+    return l != 0 and max(l - c.get("index_skip_topk_offset", 2) + 1, 0) % f != 0
+def sglang(c, l):  # dsa_layer_skips_topk
+    for key in ("indexer_types", "index_topk_pattern"):
+        v = c.get(key)
+        if v is not None and l < len(v):
+            return str(v[l]).strip().lower() in ("s", "shared", "skip")
+    f = int(c.get("index_topk_freq", 1) or 1)
+    if f <= 1:
+        return False
+    o = c.get("index_skip_topk_offset")
+    return max(l - (o if o is not None else 2) + 1, 0) % f != 0
+def hf(c, l):  # GlmMoeDsaConfig.__post_init__, then indexer_types[l] == "shared"
+    t = c.get("indexer_types")
+    if t is None:
+        p = c.get("index_topk_pattern")
+        if p is not None:
+            t = [{"F": "full", "S": "shared"}[x] for x in p] if isinstance(p, str) else list(p)
+        else:
+            f, o = max(c.get("index_topk_freq", 1), 1), c.get("index_skip_topk_offset", 2)
+            t = ["full" if max(i - o + 1, 0) % f == 0 else "shared" for i in range(c["num_hidden_layers"])]
+    return t[l] == "shared"
+rules = {"vllm": vllm, "sglang": sglang, "trtllm": trtllm, "hf": hf}
+for path in sys.argv[1:]:
+    r = json.load(open(path))
+    n, want = r["n_layers"], r["pattern"]
+    assert [x["engine"] for x in r["exports"]] == ["vllm", "sglang", "trtllm", "hf"], r["exports"]
+    # GLM-5.2's checkpoint as transformers leaves it: indexer_types filled from freq 4 / offset 3.
+    glm = ["full" if max(i - 2, 0) % 4 == 0 else "shared" for i in range(n)]
+    base = {"num_hidden_layers": n, "index_topk_freq": 4, "index_skip_topk_offset": 3, "indexer_types": glm,
+            "index_topk_pattern": "F" * n}
+    for x in r["exports"]:
+        c = dict(base, **x["fields"])
+        got = "".join("S" if rules[x["engine"]](c, l) else "F" for l in range(n))
+        assert got == want, (path, x["engine"], got, want)
+        if x["engine"] in ("vllm", "sglang"):
+            assert x["text"].endswith("'" + json.dumps(x["fields"], separators=(",", ":")) + "'"), x["text"]
+        else:
+            assert json.loads(x["text"]) == x["fields"], x["text"]
+    if n == 78:
+        assert want.count("F") == 21 and all(x["schedule"] == {"index_topk_freq": 4, "index_skip_topk_offset": 3}
+                                             for x in r["exports"]), r
+    else:
+        assert all(x["schedule"] is None for x in r["exports"]), r
+PY
+    # HF transformers loads the HF fields, where it is installed (CI has it not).
+    if python3 -c "import transformers; transformers.GlmMoeDsaConfig" 2>/dev/null; then
+      python3 - "$tmp/paper.json" <<'PY' || exit 1
+import json, sys, transformers
+r = json.load(open(sys.argv[1]))
+hf = [x for x in r["exports"] if x["engine"] == "hf"][0]["fields"]
+c = transformers.GlmMoeDsaConfig(num_hidden_layers=r["n_layers"], **hf)
+assert "".join("F" if t == "full" else "S" for t in c.indexer_types) == r["pattern"], c.indexer_types
+print("HF transformers", transformers.__version__, "loads the hf export")
+PY
+    fi
+    # The search grammar, the text form, and --for one engine.
+    echo '{"patterns": {"1/2": "FSFF", "1/4": "FSSS"}}' >"$tmp/s.json"
+    out=$("$bin" pattern export "search=$tmp/s.json:1/4" --for sglang) || fail "export search= failed"
+    echo "$out" | grep -q -- "--json-model-override-args '{\"index_topk_freq\":4,\"index_skip_topk_offset\":1," ||
+      fail "sglang export: $out"
+    # show: a checkpoint whose list and schedule disagree; the engines reading each differ.
+    mkdir -p "$tmp/ckpt"
+    python3 -c "import json; json.dump({'num_hidden_layers': 8, 'index_topk_freq': 4, 'index_skip_topk_offset': 1,
+        'indexer_types': ['full', 'full'] + ['shared'] * 6}, open('$tmp/ckpt/config.json', 'w'))"
+    "$bin" pattern show -m "$tmp/ckpt" --json >"$tmp/show.json" || fail "pattern show failed"
+    python3 - "$tmp/show.json" <<'PY' || exit 1
+import json, sys
+r = json.load(open(sys.argv[1]))
+got = {x["rule"]: x["pattern"] for x in r["rules"]}
+assert got == {"vllm": "FSSSFSSS", "sglang": "FFSSSSSS", "trtllm": "FSSSFSSS", "hf": "FFSSSSSS",
+               "thudm": "FFSSSFSS"}, got
+assert r["agree"] is False and r["n_layers"] == 8, r
+ign = {x["rule"]: x["ignored"] for x in r["rules"]}
+assert ign["vllm"] == ["indexer_types"] and ign["thudm"] == ["indexer_types", "index_skip_topk_offset"], ign
+PY
+    "$bin" pattern show -m "$tmp/ckpt" --rule hf | grep -q "FFSSSSSS" || fail "show --rule hf"
+    "$bin" pattern show -m "$tmp/ckpt" | grep -q "DISAGREE" || fail "show does not say the rules disagree"
+    # search --export prints each pattern it finds for the engine.
+    allf=$src/models/indexers/smollm2-h8d64-allF.safetensors
+    head -c 3000 "$src/tests/data/reference_text.txt" >"$tmp/c.txt"
+    "$bin" search -m "$model" --indexers "$allf" -f "$tmp/c.txt" --ctx 32 --topk 8 --windows 1 --keep 29 -q -t 2 \
+      --export vllm >"$tmp/out" 2>"$tmp/err" || fail "search --export failed: $(cat "$tmp/err")"
+    grep -q "^29: vLLM: vllm serve MODEL_DIR" "$tmp/out" && grep -q -- "--hf-overrides '{\"index_topk_" "$tmp/out" ||
+      fail "search --export printed no vLLM form: $(cat "$tmp/out")"
+    expect_error "unknown serving engine 'tgi'" "$bin" search -m "$model" --indexers "$allf" -f "$tmp/c.txt" \
+      --export tgi
+    # Bad input.
+    expect_error "unknown serving engine 'tgi'" "$bin" pattern export FSSF --for tgi
+    expect_error "give --n-layers N" "$bin" pattern export freq=4
+    expect_error "neither F nor S" "$bin" pattern export FXSF
+    expect_error "has 4 layers but the model has 5" "$bin" pattern export FSSF --n-layers 5
+    expect_error "first layer must be F" "$bin" pattern export SFFF
+    expect_error "has no pattern '1/8'" "$bin" pattern export "search=$tmp/s.json:1/8"
+    expect_error "known rules are" "$bin" pattern show -m "$tmp/ckpt" --rule tgi
+    expect_error "config.json" "$bin" pattern show -m "$tmp/none" ;;
   *) fail "unknown case $case" ;;
 esac
 echo "ok: $case"

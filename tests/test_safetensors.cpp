@@ -723,5 +723,31 @@ TEST(SafetensorsSharded, Errors) {
   EXPECT_IC_ERROR(ShardedModel::open(empty / "nothing"), "does not exist");
 }
 
+// Paths the system cannot look at (not merely absent) are ic::Errors naming the path, not
+// std::filesystem_error: an index that is a loop of symlinks, a name over NAME_MAX, and a
+// directory whose index path would pass PATH_MAX.
+TEST(SafetensorsSharded, UnreadablePathsAreIcErrors) {
+  TempDir loop;
+  fs::create_symlink("model.safetensors.index.json", loop / "model.safetensors.index.json");
+  EXPECT_IC_ERROR(ShardedModel::open(loop.path.string()),
+                  "cannot look at checkpoint index " + (loop / "model.safetensors.index.json"));
+
+  TempDir dir;
+  const std::string long_name = dir / std::string(300, 'x');
+  EXPECT_IC_ERROR(ShardedModel::open(long_name), "cannot look at checkpoint " + long_name);
+
+  // Components of 200 characters up to a directory just under PATH_MAX (4096 with its NUL):
+  // the directory itself can be looked at, its index path cannot.
+  std::string deep = dir.path.string();
+  const size_t want = 4096 - 1 - std::string("/model.safetensors.index.json").size() + 10;
+  while (deep.size() + 201 < want) deep += "/" + std::string(200, 'd');
+  deep += "/" + std::string(want - deep.size() - 1, 'e');
+  ASSERT_EQ(deep.size(), want);
+  std::error_code ec;
+  fs::create_directories(deep, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_IC_ERROR(ShardedModel::open(deep), "cannot look at checkpoint index " + deep);
+}
+
 }  // namespace
 }  // namespace ic::safetensors

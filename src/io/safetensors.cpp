@@ -433,20 +433,33 @@ std::string read_small_file(const std::string& path, uint64_t limit) {
 
 }  // namespace
 
+namespace {
+// Whether `p` exists, through the error_code overloads: the throwing ones raise
+// std::filesystem_error for a path the system cannot look at (a name too long, a loop of
+// symlinks, a directory we may not search), which must be an ic::Error naming the path.
+bool checkpoint_path_exists(const fs::path& p, std::string_view what) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(p, ec);
+  if (st.type() == fs::file_type::not_found) return false;  // ENOENT / ENOTDIR: just absent
+  IC_CHECK(!ec, "cannot look at {} {}: {}", what, p.string(), ec.message());
+  return true;
+}
+}  // namespace
+
 ShardedModel ShardedModel::open(const std::string& path) {
   ShardedModel m;
   m.mutex_ = std::make_unique<std::mutex>();
+  IC_CHECK(checkpoint_path_exists(path, "checkpoint"), "checkpoint {} does not exist", path);
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
-  IC_CHECK(!ec && fs::exists(st), "checkpoint {} does not exist", path);
 
   std::string single;  // a lone .safetensors file instead of an index
   if (fs::is_directory(st)) {
     m.dir_ = path;
     const fs::path index = fs::path(path) / kIndexName;
     const fs::path lone = fs::path(path) / "model.safetensors";
-    if (fs::exists(index)) m.index_path_ = index.string();
-    else if (fs::exists(lone)) single = lone.string();
+    if (checkpoint_path_exists(index, "checkpoint index")) m.index_path_ = index.string();
+    else if (checkpoint_path_exists(lone, "checkpoint file")) single = lone.string();
     else fail("checkpoint directory {} has neither {} nor model.safetensors", path, kIndexName);
   } else {
     m.dir_ = fs::path(path).parent_path().string();

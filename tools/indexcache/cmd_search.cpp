@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "core/error.h"
+#include "indexcache/pattern_export.h"
 #include "indexcache/search.h"
 #include "indexcache/text_data.h"
 
@@ -25,6 +26,7 @@ struct SearchArgs {
   int64_t ctx = 1024, windows = 4, blocks = 1, max_tokens = 0;
   uint64_t seed = 0;
   std::string keep = "1/8", json, svg;
+  std::string export_for;  // --export: engines to print each nested pattern for
   bool lazy = false, quiet = false;
 };
 
@@ -47,6 +49,8 @@ int64_t parse_keep(const std::string& s, int64_t n_layers) {
 
 void run(SearchArgs a) {
   IC_CHECK(!a.model.indexers.empty(), "search needs --indexers FILE with an indexer on every layer (all F)");
+  // Checked before the search: a misspelt engine must not cost a search.
+  const std::vector<Engine> engines = a.export_for.empty() ? std::vector<Engine>{} : parse_engines(a.export_for);
   IC_CHECK(a.model.pattern.empty() && a.model.index_freq == 0,
            "search starts from indexers on every layer; --pattern and --index-freq do not apply");
   ModelOptions dense = a.model;
@@ -141,6 +145,12 @@ void run(SearchArgs a) {
     std::fprintf(stderr, "warning: %lld committed losses differed from their candidate losses (non-deterministic ops?)\n",
                  (long long)c.refresh_mismatches);
 
+  for (const auto& [name, letters] : patterns.items())  // --export: each nested pattern per engine
+    for (Engine e : engines) {
+      const PatternExport x = export_pattern(LayerPattern::parse(letters.get<std::string>(), N), e);
+      std::printf("\n%s: %s", name.c_str(), export_report(x).c_str());
+    }
+
   if (a.json.empty() && a.svg.empty()) return;
   nlohmann::json traj = nlohmann::json::array();
   for (const SearchStep& s : r.trajectory) {
@@ -203,6 +213,8 @@ void register_search(CLI::App& app) {
                   "(may change the answer)")->check(CLI::PositiveNumber);
   cmd->add_option("--json", a->json, "Write patterns, trajectory and cost to this JSON file");
   cmd->add_option("--svg", a->svg, "Draw the loss curve (loss vs F layers kept) to this SVG file");
+  cmd->add_option("--export", a->export_for, "Also print each pattern found in the form vllm, sglang, trtllm or hf "
+                  "takes (or all; see indexcache pattern export)");
   cmd->add_flag("-q,--quiet", a->quiet, "No progress on stderr");
   cmd->callback([a] { run(*a); });
 }

@@ -45,5 +45,6 @@ void register_distill(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_overlap(CLI::App& app);
 void register_search(CLI::App& app);
+void register_pattern(CLI::App& app);
 
 }  // namespace ic::cli

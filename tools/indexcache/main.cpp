@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   ic::cli::register_eval(app);
   ic::cli::register_overlap(app);
   ic::cli::register_search(app);
+  ic::cli::register_pattern(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
