@@ -4,6 +4,9 @@
 // and a clear error for each kind of bad file.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -190,6 +193,22 @@ TEST(HfTokenizerJson, RandomBytesRoundTrip) {
   }
 }
 
+// Speed on real text, with the round trip as the check that the work was done.
+TEST(HfTokenizerJson, EncodesAMegabyteRoundTrip) {
+  const std::string para = read_text(std::string(IC_SOURCE_DIR) + "/tests/data/reference_text.txt");
+  std::string text;
+  while (text.size() < (1u << 20)) text += para;
+  for (const char* name : {"deepseek-v3-tiny", "glm-tiny"}) {
+    const Tokenizer tk = load_tiny(name);
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<int32_t> ids = tk.encode(text);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(tk.decode(ids), text);
+    std::printf("[ perf     ] %s: encoded %zu bytes into %zu tokens in %.3f s (%.1f MB/s)\n", name, text.size(),
+                ids.size(), s, text.size() / s / 1e6);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Bad files: each mutation of the tiny DeepSeek tokenizer gives an error naming the field.
 
@@ -284,6 +303,22 @@ TEST(HfTokenizerJson, ConfigErrors) {
   const Tokenizer named(tokenizer_data_from_json(
       json, R"({"chat_template": [{"name": "tool_use", "template": "t"}, {"name": "default", "template": "d"}]})"));
   EXPECT_EQ(named.data().chat_template, "d");
+}
+
+// A 1 GB tokenizer.json (sparse: no disk used) is refused by its size, before it is read.
+TEST(HfTokenizerJson, HugeFileRefusedBeforeReading) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "ic_tokenizer_json_huge";
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path big = dir / "tokenizer.json";
+  { std::ofstream(big) << "{"; }
+  std::filesystem::resize_file(big, size_t{1} << 30);
+  try {
+    tokenizer_data_from_json_files(big.string(), "");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than the 134217728-byte limit"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(HfTokenizerJson, FilesNamedInErrors) {

@@ -29,8 +29,10 @@
 namespace ic {
 
 // Bounds checked before the parts they bound are allocated.
-inline constexpr size_t kMaxTokenizerJsonBytes = size_t{512} << 20;       // DeepSeek-V3's is 7.8 MB
-inline constexpr size_t kMaxTokenizerConfigBytes = size_t{64} << 20;
+// The JSON text bounds the parsed document (about ten times its size); real files are far
+// smaller: DeepSeek-V3's tokenizer.json is 7.8 MB, the largest common ones (Gemma) about 33 MB.
+inline constexpr size_t kMaxTokenizerJsonBytes = size_t{128} << 20;
+inline constexpr size_t kMaxTokenizerConfigBytes = size_t{16} << 20;
 inline constexpr size_t kMaxTokenizerVocab = 10'000'000;                  // model.vocab + added_tokens
 inline constexpr size_t kMaxTokenizerMerges = 10'000'000;
 
