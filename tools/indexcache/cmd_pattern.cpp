@@ -32,6 +32,12 @@ struct ShowArgs {
   bool json = false;
 };
 
+std::string lower_ascii(std::string s) {
+  for (char& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return s;
+}
+
 // Letters in a pattern as LayerPattern::parse counts them ('_' and ' ' are separators).
 int64_t letter_count(std::string_view s) {
   int64_t n = 0;
@@ -148,12 +154,19 @@ void run_show(const ShowArgs& a) {
   std::vector<std::string> knobs;
   for (const char* k : {"indexer_types", "index_topk_pattern", "index_topk_freq", "index_skip_topk_offset"})
     if (c.has(k)) knobs.emplace_back(k);
-  const std::vector<Reading> rs = read_all(c, n, a.rule);
+  const std::vector<Reading> rs = read_all(c, n, lower_ascii(a.rule));
+  // transformers' DeepseekV32 reads no knob (configuration_deepseek_v32.py): the hf row is what
+  // GlmMoeDsaConfig would read, not what HF runs for this model.
+  std::vector<std::string> notes;
+  if (c.get_string_or("model_type", "") == "deepseek_v32")
+    notes.emplace_back("model_type deepseek_v32: HF transformers runs an indexer on every layer whatever these "
+                       "knobs say (the hf row is GlmMoeDsaConfig's reading)");
   bool agree = true;
   for (const Reading& r : rs)
     agree = agree && r.error.empty() && rs[0].error.empty() && *r.pattern == *rs[0].pattern;
   if (a.json) {
-    json out = {{"config", path}, {"n_layers", n}, {"knobs", knobs}, {"agree", agree}, {"rules", json::array()}};
+    json out = {{"config", path}, {"n_layers", n},       {"knobs", knobs},
+                {"agree", agree},  {"notes", notes}, {"rules", json::array()}};
     for (const Reading& r : rs)
       out["rules"].push_back({{"rule", r.rule},
                               {"pattern", r.pattern ? json(r.pattern->str()) : json(nullptr)},
@@ -165,15 +178,17 @@ void run_show(const ShowArgs& a) {
   }
   std::printf("%s: %lld layers (MTP layers excluded); IndexCache knobs: %s\n", path.c_str(), (long long)n,
               joined(knobs).c_str());
-  std::printf("%-7s| %-4s| %-*s | ignores\n", "rule", "F", static_cast<int>(n), "pattern");
+  const int width = static_cast<int>(std::max<int64_t>(n, 7));
+  std::printf("%-7s| %-4s| %-*s | ignores\n", "rule", "F", width, "pattern");
   for (const Reading& r : rs) {
     if (!r.error.empty()) {
       std::printf("%-7s| error: %s\n", r.rule.c_str(), r.error.c_str());
       continue;
     }
-    std::printf("%-7s| %-4lld| %s | %s\n", r.rule.c_str(), (long long)r.pattern->n_full(), r.pattern->str().c_str(),
-                joined(r.ignored).c_str());
+    std::printf("%-7s| %-4lld| %-*s | %s\n", r.rule.c_str(), (long long)r.pattern->n_full(), width,
+                r.pattern->str().c_str(), joined(r.ignored).c_str());
   }
+  for (const std::string& note : notes) std::printf("note: %s\n", note.c_str());
   if (rs.size() > 1)
     std::printf("%s\n", agree ? "every rule reads the same pattern"
                               : "the rules DISAGREE: engines would run different patterns on this checkpoint "
