@@ -53,6 +53,34 @@ PY
     expect_error "exceeds the model's trained context" "$bin" perplexity -m "$model" -f "$tmp/t.txt" -c 10000
     "$bin" generate --help | grep -q -- "--top-p" || fail "generate --help lacks --top-p"
     "$bin" perplexity --help | grep -q -- "--ctx-size" || fail "perplexity --help lacks --ctx-size" ;;
+  family)
+    # The DSA family from HF folders (tests/data/hf, made by scripts/hf_oracle.py): every generic
+    # command runs on it, the IndexCache pattern comes from config.json or --pattern, and commands
+    # that do not support the family yet say so.
+    dsa=$src/tests/data/hf/glm_moe_dsa-tiny lite=$src/tests/data/hf/glm4_moe_lite-tiny
+    out=$("$bin" generate -m "$dsa" -p "The pass key is" -n 6 --json) || fail "generate failed"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert len(r["tokens"]) == 6, r' "$out" || exit 1
+    "$bin" generate -m "$dsa" -p "The pass key is" -n 2 2>"$tmp/err" >/dev/null || fail "generate failed"
+    grep -q "pattern FFFF" "$tmp/err" || fail "all-F pattern not reported: $(cat "$tmp/err")"
+    "$bin" generate -m "$dsa" -p "The pass key is" -n 6 --pattern FSFS 2>"$tmp/err" >/dev/null || fail "pattern run failed"
+    grep -q "pattern FSFS (2 of 4" "$tmp/err" || fail "--pattern not applied: $(cat "$tmp/err")"
+    head -c 4000 "$src/tests/data/reference_text.txt" > "$tmp/t.txt"
+    out=$("$bin" perplexity -m "$dsa" -f "$tmp/t.txt" -c 64 --json 2>/dev/null) || fail "perplexity failed"
+    python3 - "$out" <<'PY' || exit 1
+import json, math, sys
+r = json.loads(sys.argv[1])
+assert r["windows"] == -(-r["tokens"] // 64) and math.isfinite(r["ppl"]) and r["ppl"] > 1, r
+assert r["pattern"] == "FFFF" and r["topk"] == 8, r
+PY
+    "$bin" bench -m "$lite" -p 24 -n 4 --json >/dev/null 2>&1 || fail "bench failed on the dense MLA model"
+    ids=$("$bin" tokenize -m "$dsa" -p "Hello, world" --json) || fail "tokenize failed"
+    [ "${ids:0:1}" = "[" ] || fail "tokenize gave $ids"
+    expect_error "dense MLA model without indexers" "$bin" generate -m "$lite" -p hi -n 1 --pattern FSS
+    expect_error "first layer must be F" "$bin" generate -m "$dsa" -p hi -n 1 --pattern SFFF
+    expect_error "not supported by it yet" "$bin" search -m "$dsa" --indexers x -f "$tmp/t.txt"
+    expect_error "carries its own" "$bin" generate -m "$dsa" -p hi -n 1 --indexers x
+    mkdir "$tmp/empty"
+    expect_error "needs a config.json" "$bin" generate -m "$tmp/empty" -p hi -n 1 ;;
   dsa)
     "$bin" init-indexers -m "$model" -o "$tmp/idx.safetensors" --heads 2 --head-dim 32 --topk 16 -s 1 2>/dev/null ||
       fail "init-indexers failed"

@@ -2,17 +2,25 @@
 // One entry point that picks the architecture from what it is given: a .gguf file is a
 // llama-family model (model/llama.h); a folder with config.json is an HF checkpoint of the DSA
 // family (model/dsa_family/). Tools load every model through it.
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/device.h"
 #include "model/model.h"
+#include "model/pattern_conventions.h"
 
 namespace ic {
 
 struct LoadOptions {
   Device device = Device::CPU;
   bool mtp = false;  // load the checkpoint's MTP/NextN layer where it has one (always F)
+  // A DSA checkpoint's IndexCache pattern chosen by the caller for a model of n layers (nullopt:
+  // the one its config.json names): only that pattern's F layers' indexers are loaded.
+  std::function<std::optional<LayerPattern>(int64_t n_layers)> pattern;
+  PatternRule rule = PatternRule::HF;  // how config.json's IndexCache knobs are read
 };
 
 // Throws ic::Error naming the path when it is neither a GGUF file nor a folder with config.json.

@@ -25,6 +25,10 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--index-offset", o.index_offset, "Leading layers that keep their indexer (index_skip_topk_offset)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--topk", o.topk, "Keys each query attends to (default: the file's)")->check(CLI::PositiveNumber);
+  cmd->add_option("--pattern-rule", o.pattern_rule,
+                  "How a DSA checkpoint's config.json IndexCache knobs are read: hf, sglang or thudm (docs/FAMILY.md)")
+      ->check(CLI::IsMember({"hf", "sglang", "thudm"}));
+  cmd->add_flag("--mtp", o.mtp, "Load a DSA checkpoint's MTP/NextN layer (always F)");
 }
 
 namespace {
@@ -51,6 +55,11 @@ std::unique_ptr<Model> load_model(const ModelOptions& o, bool quiet) {
   const std::string path = resolve_model_path(o.model);
   LoadOptions lo;
   lo.device = o.device == "cuda" ? Device::CUDA : Device::CPU;
+  lo.mtp = o.mtp;
+  lo.rule = parse_pattern_rule(o.pattern_rule);
+  // A DSA checkpoint loads only the chosen pattern's indexers, so the pattern goes in at load.
+  if (is_hf_folder(path) && (!o.pattern.empty() || o.index_freq > 0))
+    lo.pattern = [&o](int64_t L) { return pattern_option(o, L); };
   const auto t0 = std::chrono::steady_clock::now();
   auto m = ic::load_model(path, lo);
   if (!quiet) report_load(*m, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -77,11 +86,6 @@ void apply_dsa(const ModelOptions& o, Model& m, bool quiet) {
     IC_CHECK(o.indexers.empty(), "--indexers attaches indexer files to llama-family models; {} carries its own",
              m.path());
     IC_CHECK(o.topk == 0, "--topk is not supported for {} models yet (their k is the checkpoint's)", m.info().family);
-    const std::optional<LayerPattern> pattern = pattern_option(o, L);
-    if (pattern) {
-      IC_CHECK(m.pattern(), "--pattern/--index-freq: {} has no indexers (it runs dense)", m.path());
-      m.set_pattern(*pattern);
-    }
     if (!quiet && m.pattern())
       std::fprintf(stderr, "DSA: pattern %s (%lld of %lld layers F), top-k %lld\n", m.pattern()->str().c_str(),
                    (long long)m.pattern()->n_full(), (long long)L, (long long)m.topk());

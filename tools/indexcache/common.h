@@ -20,6 +20,8 @@ struct ModelOptions {
   int64_t index_freq = 0;  // --index-freq N (index_topk_freq convention)
   int64_t index_offset = 1;
   int64_t topk = 0;        // --topk K; 0: the file's
+  std::string pattern_rule = "hf";  // --pattern-rule: how a checkpoint's config.json IndexCache knobs are read
+  bool mtp = false;        // --mtp: load a DSA checkpoint's MTP/NextN layer
 };
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);
