@@ -1,9 +1,10 @@
 // libFuzzer target for the HF tokenizer.json reader (io/tokenizer_json.h) and the Tokenizer built
 // from it. An input is tokenizer.json's text, optionally followed by a NUL byte and
-// tokenizer_config.json's text. It must either load or throw ic::Error; anything else (a crash,
-// a sanitizer report, another exception type) is a finding. A tokenizer that loads encodes and
-// decodes a fixed text with both parse_special settings, and must give back exactly its bytes
-// (less any byte the vocabulary has no token for, which HF drops too).
+// tokenizer_config.json's text, and optionally by another NUL byte and a text to encode. It must
+// either load or throw ic::Error; anything else (a crash, a sanitizer report, another exception
+// type) is a finding. A tokenizer that loads encodes and decodes a fixed text and the input's
+// text with both parse_special settings, and must give back exactly their bytes (less any byte
+// the vocabulary has no token for, which HF drops too).
 //
 // Seeds: fuzz/corpus/tokenizer_json/ holds small valid files (about 300 tokens) of each
 // supported pre-tokenizer, written by scripts/make-tokenizer-json-vectors --fuzz-seeds.
@@ -39,34 +40,38 @@ std::string without_untokenized(const ic::Tokenizer& tk, std::string_view s) {
   return out;
 }
 
-void exercise(const ic::Tokenizer& tk) {
-  // The round trip holds when every added token the text holds decodes to its own text (by the
-  // choice of kText, any will).
+void exercise(const ic::Tokenizer& tk, std::string_view text) {
+  // The round trip holds when every added token the text holds decodes to its own text (for
+  // kText, any will).
   bool added_decode_as_text = true;
   for (int64_t id = 0; id < tk.vocab_size(); ++id) {
     const int32_t type = tk.data().token_types.empty() ? ic::kTokenNormal : tk.data().token_types[id];
-    const std::string& text = tk.data().tokens[id];
-    if ((type == ic::kTokenControl || type == ic::kTokenUserDefined) && kText.find(text) != std::string_view::npos)
-      added_decode_as_text &= tk.piece(static_cast<int32_t>(id)) == text;
+    const std::string& t = tk.data().tokens[id];
+    if ((type == ic::kTokenControl || type == ic::kTokenUserDefined) && text.find(t) != std::string_view::npos)
+      added_decode_as_text &= tk.piece(static_cast<int32_t>(id)) == t;
   }
   for (const bool parse_special : {true, false}) {
-    const std::vector<int32_t> ids = tk.encode(kText, parse_special);
+    const std::vector<int32_t> ids = tk.encode(text, parse_special);
     for (const int32_t id : ids) check(id >= 0 && id < tk.vocab_size());
     const std::string back = tk.decode(ids);
-    if (added_decode_as_text) check(without_untokenized(tk, back) == without_untokenized(tk, kText));
+    if (added_decode_as_text) check(without_untokenized(tk, back) == without_untokenized(tk, text));
   }
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // json NUL config NUL text: each part optional.
   const std::string_view in(reinterpret_cast<const char*>(data), size);
   const size_t nul = in.find('\0');
+  const size_t nul2 = nul == std::string_view::npos ? nul : in.find('\0', nul + 1);
   const std::string json(in.substr(0, nul));
-  const std::string config = nul == std::string_view::npos ? std::string() : std::string(in.substr(nul + 1));
+  const std::string config = nul == std::string_view::npos ? std::string() : std::string(in.substr(nul + 1, nul2 - nul - 1));
+  const std::string_view text = nul2 == std::string_view::npos ? std::string_view() : in.substr(nul2 + 1);
   try {
     const ic::Tokenizer tk(ic::tokenizer_data_from_json(json, config));
-    exercise(tk);
+    exercise(tk, kText);
+    if (!text.empty()) exercise(tk, text);
   } catch (const ic::Error&) {
   }
   return 0;
