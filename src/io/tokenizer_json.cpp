@@ -24,7 +24,9 @@ constexpr int kMaxDepth = 64;
 
 // The pre-tokenizer regexes as the checkpoints' tokenizer.json files spell them, with CR and LF
 // written as the escapes \r and \n (canonical_regex turns literal ones into those; DeepSeek's
-// file has literal ones, GLM's the escapes, and Oniguruma reads both alike).
+// file has literal ones, GLM's the escapes, and Oniguruma reads both alike). llama.cpp's
+// llama-vocab.cpp carries the same strings for its DEEPSEEK3_LLM and CHATGLM4 pre-tokenizers
+// (the latter with (?i:...) spelt out letter by letter, which misses U+017F).
 constexpr std::string_view kDeepseekV3Numbers = R"(\p{N}{1,3})";
 // [\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+ in UTF-8, as the file has it.
 constexpr std::string_view kDeepseekV3Cjk = "[\xE4\xB8\x80-\xE9\xBE\xA5\xE3\x81\x80-\xE3\x82\x9F\xE3\x82\xA0-\xE3\x83\xBF]+";
