@@ -22,20 +22,34 @@ struct OverlapArgs {
 };
 
 void run(const OverlapArgs& a) {
-  auto model = load_llama(a.model, "overlap");
-  const LlamaConfig& mc = model->config();
-  IC_CHECK(a.ctx >= 2 && a.ctx <= mc.context_max, "--ctx {} exceeds the model's trained context {} (or is below 2)", a.ctx,
+  // Every layer runs its own indexer, whatever pattern the indexers were trained for: a DSA
+  // checkpoint loads all of its indexers, a llama-family model takes an all-F indexer file.
+  std::unique_ptr<Model> model;
+  if (is_hf_folder(resolve_model_path(a.model.model))) {
+    IC_CHECK(a.indexers.empty(), "overlap -m FOLDER: a DSA checkpoint carries its own indexers; --indexers is for "
+             "llama-family models");
+    IC_CHECK(a.topk == 0, "overlap: --topk is not supported for DSA checkpoints yet (their k is the checkpoint's)");
+    ModelOptions all_f = a.model;
+    all_f.index_freq = 1;  // every layer F
+    model = load_model(all_f);
+  } else {
+    IC_CHECK(!a.indexers.empty(), "overlap: a llama-family model needs --indexers ALLF.safetensors");
+    auto llama = load_llama(a.model, "overlap");
+    const int64_t L = llama->info().n_layers;
+    llama->set_dsa(std::make_shared<DsaSpec>(load_indexers(a.indexers, L, llama->config().dim, LayerPattern::all_full(L),
+                                                           a.topk > 0 ? std::optional<int64_t>(a.topk) : std::nullopt)));
+    model = std::move(llama);
+  }
+  const ModelInfo& mc = model->info();
+  IC_CHECK(a.ctx >= 2 && a.ctx <= mc.context_max, "--ctx {} exceeds the model's context limit {} (or is below 2)", a.ctx,
            mc.context_max);
-  // Every layer runs its own indexer, whatever pattern the file was trained for.
-  auto spec = std::make_shared<DsaSpec>(load_indexers(a.indexers, mc.n_layers, mc.dim, LayerPattern::all_full(mc.n_layers),
-                                                      a.topk > 0 ? std::optional<int64_t>(a.topk) : std::nullopt));
-  const int64_t k = spec->config.topk;
+  IC_CHECK(model->pattern(), "overlap: {} has no indexers (a dense model selects nothing)", model->path());
+  const int64_t k = model->topk();
   std::optional<LayerPattern> marked;
   if (!a.pattern.empty()) {
     marked = PatternChoice::parse(a.pattern).resolve(mc.n_layers);
     IC_CHECK(marked, "--pattern: give FSSF..., freq=N[,offset=M] or search=FILE.json:KEY");
   }
-  model->set_dsa(spec);
 
   std::vector<int32_t> ids = model->tokenizer().encode(read_file(a.file), false);
   IC_CHECK(static_cast<int64_t>(ids.size()) > a.offset + k,
@@ -49,7 +63,6 @@ void run(const OverlapArgs& a) {
   const std::vector<Tensor> topk = capture_topk(*model, ids);
   const double fwd_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "forward: %zu tokens in %.2f s (%.0f tok/s)\n", ids.size(), fwd_s, ids.size() / std::max(fwd_s, 1e-9));
-  model->set_dsa(nullptr);
   // Query t has t + 1 candidate keys: before position k the set is the whole causal context, the
   // same for every layer (position k - 1 included), so only positions >= k, where each layer
   // really chooses k of more than k keys, are averaged.
@@ -99,10 +112,10 @@ void run(const OverlapArgs& a) {
 void register_overlap(CLI::App& app) {
   auto a = std::make_shared<OverlapArgs>();
   CLI::App* cmd = app.add_subcommand("overlap", "Jaccard overlap of the layers' top-k sets (JSON and SVG heatmap)");
-  cmd->add_option("-m,--model", a->model.model, "GGUF model file (default: $IC_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)");
+  cmd->add_option("-m,--model", a->model.model, "GGUF model file or DSA checkpoint folder (default: $IC_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)");
   cmd->add_option("-t,--threads", a->model.threads, "CPU threads (default: all cores)");
   cmd->add_option("--device", a->model.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--indexers", a->indexers, "Indexer file with an indexer on every layer (all-F)")->required();
+  cmd->add_option("--indexers", a->indexers, "Indexer file with an indexer on every layer (all-F; llama-family models)");
   cmd->add_option("-f,--file", a->file, "Text file")->required()->check(CLI::ExistingFile);
   cmd->add_option("--ctx", a->ctx, "Tokens of the file to run (default 2048)")->check(CLI::PositiveNumber);
   cmd->add_option("--offset", a->offset, "Skip this many tokens of the file first");
