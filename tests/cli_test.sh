@@ -77,7 +77,18 @@ PY
     [ "${ids:0:1}" = "[" ] || fail "tokenize gave $ids"
     expect_error "dense MLA model without indexers" "$bin" generate -m "$lite" -p hi -n 1 --pattern FSS
     expect_error "first layer must be F" "$bin" generate -m "$dsa" -p hi -n 1 --pattern SFFF
-    expect_error "not supported by it yet" "$bin" search -m "$dsa" --indexers x -f "$tmp/t.txt"
+    "$bin" search -m "$dsa" -f "$tmp/t.txt" --ctx 48 --windows 2 --keep 1 --json "$tmp/s.json" -q >/dev/null 2>&1 ||
+      fail "search on the DSA checkpoint failed"
+    python3 - "$tmp/s.json" <<'PY' || exit 1
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["dense_loss"] is None and j["all_f_loss"] > 0, j
+assert len(j["trajectory"]) == 3 and j["trajectory"][-1]["pattern"] == "FSSS", j["trajectory"]
+PY
+    "$bin" overlap -m "$dsa" -f "$tmp/t.txt" --ctx 64 --json "$tmp/o.json" >/dev/null 2>&1 || fail "overlap failed"
+    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["n_layers"] == 4 and j["topk"] == 8, j' "$tmp/o.json" || exit 1
+    expect_error "carries its own" "$bin" search -m "$dsa" --indexers x -f "$tmp/t.txt"
+    expect_error "not supported by it yet" "$bin" distill --mode warmup -m "$dsa" --data "$tmp" --heldout "$tmp" -o "$tmp/x"
     expect_error "carries its own" "$bin" generate -m "$dsa" -p hi -n 1 --indexers x
     mkdir "$tmp/empty"
     expect_error "needs a config.json" "$bin" generate -m "$tmp/empty" -p hi -n 1 ;;

@@ -41,7 +41,7 @@ void run(const OverlapArgs& a) {
     model = std::move(llama);
   }
   const ModelInfo& mc = model->info();
-  IC_CHECK(a.ctx >= 2 && a.ctx <= mc.context_max, "--ctx {} exceeds the model's context limit {} (or is below 2)", a.ctx,
+  IC_CHECK(a.ctx >= 2 && a.ctx <= mc.context_max, "--ctx {} exceeds the model's trained context {} (or is below 2)", a.ctx,
            mc.context_max);
   IC_CHECK(model->pattern(), "overlap: {} has no indexers (a dense model selects nothing)", model->path());
   const int64_t k = model->topk();

@@ -47,22 +47,41 @@ int64_t parse_keep(const std::string& s, int64_t n_layers) {
   }
 }
 
-void run(SearchArgs a) {
+// The model with an indexer on every layer: a DSA checkpoint's own, or a llama-family model with an
+// all-F indexer file. `llama` is set for the latter (its dense form is the search's reference point).
+std::unique_ptr<Model> load_all_full(const SearchArgs& a, LlamaModel*& llama) {
+  llama = nullptr;
+  if (is_hf_folder(resolve_model_path(a.model.model))) {
+    IC_CHECK(a.model.indexers.empty(), "search -m FOLDER: a DSA checkpoint carries its own indexers; --indexers is for "
+             "llama-family models");
+    IC_CHECK(a.model.topk == 0, "search: --topk is not supported for DSA checkpoints yet (their k is the checkpoint's)");
+    ModelOptions all_f = a.model;
+    all_f.index_freq = 1;  // every layer F: every indexer is loaded
+    return load_model(all_f, a.quiet);
+  }
   IC_CHECK(!a.model.indexers.empty(), "search needs --indexers FILE with an indexer on every layer (all F)");
+  ModelOptions dense = a.model;
+  dense.indexers.clear();
+  dense.topk = 0;
+  auto m = load_llama(dense, "search", a.quiet);
+  const int64_t N = m->info().n_layers;
+  m->set_dsa(std::make_shared<DsaSpec>(load_indexers(a.model.indexers, N, m->config().dim, LayerPattern::all_full(N),
+                                                     a.model.topk > 0 ? std::optional<int64_t>(a.model.topk)
+                                                                      : std::nullopt)));
+  llama = m.get();
+  return m;
+}
+
+void run(SearchArgs a) {
   // Checked before the search: a misspelt engine must not cost a search.
   const std::vector<Engine> engines = a.export_for.empty() ? std::vector<Engine>{} : parse_engines(a.export_for);
   IC_CHECK(a.model.pattern.empty() && a.model.index_freq == 0,
            "search starts from indexers on every layer; --pattern and --index-freq do not apply");
-  ModelOptions dense = a.model;
-  dense.indexers.clear();
-  dense.topk = 0;
-  auto model = load_llama(dense, "search", a.quiet);
-  const LlamaConfig& mc = model->config();
+  LlamaModel* llama = nullptr;
+  const std::unique_ptr<Model> model = load_all_full(a, llama);
+  const ModelInfo& mc = model->info();
   const int64_t N = mc.n_layers;
-  auto spec = std::make_shared<DsaSpec>(load_indexers(a.model.indexers, N, mc.dim, LayerPattern::all_full(N),
-                                                      a.model.topk > 0 ? std::optional<int64_t>(a.model.topk)
-                                                                       : std::nullopt));
-  IC_CHECK(a.ctx >= 2 && a.ctx <= mc.context_max, "--ctx {} must be in [2, {}] (the model's trained context)", a.ctx,
+  IC_CHECK(a.ctx >= 2 && a.ctx <= mc.context_max, "--ctx {} must be in [2, {}] (the model's context limit)", a.ctx,
            mc.context_max);
   SearchConfig cfg;
   cfg.keep = parse_keep(a.keep, N);
@@ -91,10 +110,9 @@ void run(SearchArgs a) {
                  "(seed %llu)\n", data.files().size(), (long long)data.n_tokens(), (long long)data.n_windows(),
                  (long long)a.ctx, data.fingerprint().c_str(), (long long)a.windows, (unsigned long long)a.seed);
 
-  model->set_dsa(spec);
   if (!a.quiet)
     std::fprintf(stderr, "search: %lld layers, keep %lld F (%s), top-k %lld, %s%s, %d threads\n", (long long)N,
-                 (long long)cfg.keep, a.keep.c_str(), (long long)spec->config.topk,
+                 (long long)cfg.keep, a.keep.c_str(), (long long)model->topk(),
                  cfg.lazy ? "lazy greedy" : "exact greedy",
                  cfg.blocks > 1 ? fmt::format(", {} blocks", cfg.blocks).c_str() : "", omp_get_max_threads());
   const SearchResult r = greedy_search(*model, windows, cfg, [&](const SearchProgress& p) {
@@ -106,10 +124,19 @@ void run(SearchArgs a) {
                  p.best_loss, (long long)p.layer_evals, rate, std::max(0.0, eta));
   });
   if (!a.quiet) std::fprintf(stderr, "\n");
-  model->set_dsa(nullptr);  // the reference point: the dense model on the same windows
-  const double dense_loss = mean_window_nll(*model, windows);
-
-  std::printf("dense loss %.5f | all-F loss %.5f (%+.5f)\n", dense_loss, r.all_f_loss, r.all_f_loss - dense_loss);
+  // The reference point: the dense model on the same windows (a llama-family model without its
+  // indexers; a DSA checkpoint has no dense form).
+  std::optional<double> dense_loss;
+  if (llama) {
+    const auto all_f = std::make_shared<DsaSpec>(*llama->dsa());
+    llama->set_dsa(nullptr);
+    dense_loss = mean_window_nll(*model, windows);
+    llama->set_dsa(all_f);
+  }
+  if (dense_loss)
+    std::printf("dense loss %.5f | all-F loss %.5f (%+.5f)\n", *dense_loss, r.all_f_loss, r.all_f_loss - *dense_loss);
+  else
+    std::printf("all-F loss %.5f (a DSA checkpoint: no dense reference)\n", r.all_f_loss);
   std::printf("step | layer | loss     | vs all-F | F  | pattern\n");
   for (const SearchStep& s : r.trajectory)
     std::printf("%4lld | %5lld | %.5f | %+.5f | %2lld | %s\n", (long long)s.step, (long long)s.layer, s.loss,
@@ -132,10 +159,15 @@ void run(SearchArgs a) {
               (long long)c.naive_layer_evals, (long long)(c.naive_passes * a.windows),
               static_cast<double>(c.naive_layer_evals) / std::max<int64_t>(1, c.layer_evals), c.seconds,
               c.layer_evals / std::max(c.seconds, 1e-9), c.cache_bytes / 1048576.0);
-  // Weight multiply-adds per token: one layer (q, k, v, o projections and the SwiGLU FFN) and the
-  // output head; they weigh the counts above into an estimate of the work saved.
-  const double kv_dim = static_cast<double>(mc.n_kv_heads * mc.head_dim);
-  const double layer_macs = mc.dim * (2.0 * mc.dim + 2.0 * kv_dim) + 3.0 * mc.dim * mc.ffn_dim;
+  // Weight multiply-adds per token: one layer and the output head; they weigh the counts above into
+  // an estimate of the work saved. The llama family's layer is q, k, v, o and the SwiGLU FFN; other
+  // families are weighed by weight bytes per layer.
+  const double layer_macs = [&] {
+    if (!llama) return static_cast<double>(model->weight_bytes()) / sizeof(float) / (N + 2.0);
+    const LlamaConfig& lc = llama->config();
+    const double kv_dim = static_cast<double>(lc.n_kv_heads * lc.head_dim);
+    return lc.dim * (2.0 * lc.dim + 2.0 * kv_dim) + 3.0 * lc.dim * lc.ffn_dim;
+  }();
   const double head_layers = static_cast<double>(mc.vocab) * mc.dim / layer_macs;
   const double work = c.layer_evals + head_layers * c.head_evals;
   const double naive_work = c.naive_layer_evals + head_layers * c.naive_passes * a.windows;
@@ -163,7 +195,7 @@ void run(SearchArgs a) {
   const nlohmann::json j = {
       {"patterns", patterns},
       {"trajectory", traj},
-      {"dense_loss", dense_loss},
+      {"dense_loss", dense_loss ? nlohmann::json(*dense_loss) : nlohmann::json(nullptr)},
       {"all_f_loss", r.all_f_loss},
       {"cost",
        {{"candidates", c.candidates}, {"layer_evals", c.layer_evals}, {"head_evals", c.head_evals},
@@ -171,7 +203,7 @@ void run(SearchArgs a) {
         {"refresh_mismatches", c.refresh_mismatches}, {"seconds", c.seconds}, {"cache_bytes", c.cache_bytes},
         {"head_in_layers", head_layers}, {"work_ratio", naive_work / std::max(work, 1.0)}}},
       {"config",
-       {{"model", model->path()}, {"indexers", a.model.indexers}, {"topk", spec->config.topk}, {"n_layers", N},
+       {{"model", model->path()}, {"indexers", a.model.indexers}, {"topk", model->topk()}, {"n_layers", N},
         {"keep", cfg.keep}, {"keep_arg", a.keep}, {"lazy", cfg.lazy}, {"blocks", cfg.blocks}, {"ctx", a.ctx},
         {"windows", a.windows}, {"window_ids", chosen}, {"seed", a.seed}, {"files", a.files},
         {"data_fingerprint", data.fingerprint()}, {"threads", omp_get_max_threads()}}}};
