@@ -193,6 +193,18 @@ TEST(HfTokenizerJson, RandomBytesRoundTrip) {
   }
 }
 
+// tokenizers < 0.20 wrote merges as "a b" strings, later ones as pairs: both read alike.
+TEST(HfTokenizerJson, MergesAsStringsOrPairs) {
+  Json j = Json::parse(read_text(data_dir() + "glm-tiny/tokenizer.json"));
+  ASSERT_TRUE(j["model"]["merges"][0].is_array());
+  const Tokenizer pairs(tokenizer_data_from_json(j.dump(), ""));
+  for (Json& m : j["model"]["merges"]) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
+  const Tokenizer strings(tokenizer_data_from_json(j.dump(), ""));
+  const std::string text = read_text(std::string(IC_SOURCE_DIR) + "/tests/data/reference_text.txt");
+  EXPECT_EQ(pairs.encode(text), strings.encode(text));
+  EXPECT_EQ(pairs.data().merges, strings.data().merges);
+}
+
 // Speed on real text, with the round trip as the check that the work was done.
 TEST(HfTokenizerJson, EncodesAMegabyteRoundTrip) {
   const std::string para = read_text(std::string(IC_SOURCE_DIR) + "/tests/data/reference_text.txt");
