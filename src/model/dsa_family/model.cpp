@@ -39,10 +39,14 @@ MlaMoeModel::MlaMoeModel(const hf::Folder& folder, MlaMoeConfig cfg)
     : folder_(folder), dir_(folder.dir()), cfg_(std::move(cfg)), rope_(cfg_.rope, cfg_.qk_rope_dim) {}
 
 std::unique_ptr<MlaMoeModel> MlaMoeModel::load(const std::string& dir, Device device, const FamilyOptions& opt) {
-  IC_CHECK(device == Device::CPU, "{}: the DSA family runs on the CPU reference path only so far (asked for {})", dir,
-           device_name(device));
   const hf::Folder f = hf::Folder::open(dir);
   MlaMoeConfig c = MlaMoeConfig::from_hf(f.config());
+  if (device == Device::CUDA) {
+    dsa::check_gpu_dims(c, dir);  // before anything is read: the dims error needs no GPU
+    IC_CHECK(cuda_available(), "{}: asked for the GPU path, but {}", dir,
+             cuda_compiled() ? "no usable CUDA device was found"
+                             : "this build has no CUDA backend (configure with -DWITH_CUDA=ON)");
+  }
   IC_CHECK(!opt.mtp || c.n_mtp_layers == 0,
            "{}: the checkpoint has {} MTP/NextN layer(s) (num_nextn_predict_layers); loading them is not "
            "implemented yet, run without the MTP option to skip them", dir, c.n_mtp_layers);
@@ -66,7 +70,16 @@ std::unique_ptr<MlaMoeModel> MlaMoeModel::load(const std::string& dir, Device de
   m->lm_head_ = cfg.tie_word_embeddings ? m->embed_ : f.read_f32("lm_head.weight", {cfg.vocab, cfg.hidden});
   m->info_ = {cfg.model_type, cfg.architecture, cfg.n_layers, cfg.hidden, cfg.vocab, cfg.max_positions};
   m->load_tokenizer(f);
+  if (device == Device::CUDA)
+    m->gpu_ = std::make_unique<dsa::GpuForward>(cfg, m->rope_, m->layers_, m->final_norm_, m->lm_head_);
   return m;
+}
+
+MlaMoeModel::~MlaMoeModel() = default;
+
+dsa::GpuTap MlaMoeModel::gpu_tap() const {
+  if (!tapped()) return {};
+  return [this](const char* name, int layer, const Tensor& t) { dump(name, layer, t); };
 }
 
 // A tokenizer.json this build cannot read does not stop the model from running on token ids
@@ -92,6 +105,7 @@ const Tokenizer& MlaMoeModel::tokenizer() const {
 }
 
 int64_t MlaMoeModel::weight_bytes() const {
+  if (gpu_) return gpu_->weight_bytes();
   int64_t b = embed_.nbytes() + final_norm_.nbytes() + (cfg_.tie_word_embeddings ? 0 : lm_head_.nbytes());
   for (const dsa::LayerWeights& L : layers_) b += L.bytes();
   return b;
@@ -111,6 +125,8 @@ int64_t MlaMoeModel::topk() const {
 void MlaMoeModel::set_dsa(std::shared_ptr<const DsaSpec> spec) {
   IC_CHECK(!cfg_.has_indexer_arch(), "{}: {} carries its own indexers in its checkpoint; indexer files attach to "
            "the dense MLA architecture ({})", dir_, cfg_.architecture, "Glm4MoeLiteForCausalLM");
+  IC_CHECK(!gpu_ || !spec, "{}: indexer files attached to a dense MLA model run on the CPU reference path only so "
+           "far (this model is on the GPU)", dir_);
   if (spec) {
     IC_CHECK(spec->n_layers() == cfg_.n_layers && static_cast<int64_t>(spec->indexers.size()) == cfg_.n_layers,
              "indexers for {} layers (pattern {}) on a model of {}", spec->indexers.size(), spec->pattern.str(),
@@ -148,9 +164,11 @@ void MlaMoeModel::set_pattern(const LayerPattern& pattern) {
   for (int64_t l : pattern.full_layers())
     if (!has_indexer(l)) layers_[static_cast<size_t>(l)].indexer = dsa::load_indexer(folder_, cfg_, l);
   pattern_ = pattern;
+  if (gpu_) gpu_->sync_indexers(layers_, pattern);
 }
 
 std::unique_ptr<ModelCache> MlaMoeModel::make_cache(int64_t capacity) const {
+  if (gpu_) return gpu_->make_cache(capacity, pattern());
   return std::make_unique<dsa::MlaCache>(cfg_, capacity, pattern(),
                                          attached_ ? attached_->config.head_dim : cfg_.index_head_dim);
 }
@@ -201,6 +219,7 @@ Tensor MlaMoeModel::select_attached(int64_t l, const Tensor& h, Tensor& keys, in
 
 void MlaMoeModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0,
                                  IndexReuse& reuse) {
+  if (gpu_) return gpu_->forward_layers(l0, l1, x, cache, p0, reuse, gpu_tap(), stats_);
   const MlaMoeConfig& c = cfg_;
   auto* mc = dynamic_cast<dsa::MlaCache*>(&cache);
   IC_CHECK(mc, "forward_layers: the cache was not made by a DSA-family model");
@@ -282,11 +301,13 @@ Tensor MlaMoeModel::final_logits(const Tensor& x) {
 }
 
 void MlaMoeModel::output_logits(const Tensor& x, float* logits) {
+  if (gpu_) return gpu_->output_logits(x, logits, gpu_tap());
   const Tensor z = final_logits(x);
   std::copy_n(z.data<float>(), z.numel(), logits);
 }
 
 void MlaMoeModel::output_logprobs(const Tensor& x, std::span<const int32_t> targets, float* out) {
+  if (gpu_) return gpu_->output_logprobs(x, targets, out, gpu_tap());
   const int64_t rows = x.dim(0), V = cfg_.vocab;
   IC_CHECK(static_cast<int64_t>(targets.size()) == rows, "output_logprobs: {} targets for {} rows", targets.size(),
            rows);

@@ -20,6 +20,7 @@
 #include "core/device.h"
 #include "io/hf_folder.h"
 #include "model/dsa_family/config.h"
+#include "model/dsa_family/gpu_forward.h"
 #include "model/dsa_family/mla.h"
 #include "model/dsa_family/rope.h"
 #include "model/dsa.h"
@@ -40,14 +41,17 @@ struct FamilyOptions {
 
 class MlaMoeModel final : public Model {
  public:
+  // Device::CUDA: the GPU path (model/dsa_family/gpu_forward.h) beside the CPU weights; a
+  // checkpoint whose dims the GPU kernels do not take is an error naming both (check_gpu_dims).
   static std::unique_ptr<MlaMoeModel> load(const std::string& dir, Device device, const FamilyOptions& opt);
+  ~MlaMoeModel() override;
 
   const MlaMoeConfig& config() const { return cfg_; }
   const ModelInfo& info() const override { return info_; }
   // From tokenizer.json + tokenizer_config.json; throws the reason when the folder has none or
   // it could not be read (the model still runs on token ids).
   const Tokenizer& tokenizer() const override;
-  Device device() const override { return Device::CPU; }
+  Device device() const override { return gpu_ ? Device::CUDA : Device::CPU; }
   const std::string& path() const override { return dir_; }
   int64_t weight_bytes() const override;
 
@@ -80,6 +84,7 @@ class MlaMoeModel final : public Model {
   Tensor select_attached(int64_t l, const Tensor& h, Tensor& keys, int64_t p0);
   Tensor final_logits(const Tensor& x);
   void load_tokenizer(const hf::Folder& f);
+  dsa::GpuTap gpu_tap() const;  // dump() for the GPU path; empty when nothing is tapped
 
   hf::Folder folder_;  // kept open: set_pattern may read indexers later
   std::string dir_;
@@ -93,10 +98,11 @@ class MlaMoeModel final : public Model {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::string tokenizer_error_;  // why there is none
   dsa::MlaForm mla_form_ = dsa::MlaForm::Absorbed;
+  std::unique_ptr<dsa::GpuForward> gpu_;  // set on Device::CUDA: every forward runs there
 };
 
-// Loads an HF folder of the DSA family. Device::CUDA is an error for now (the GPU path is a later
-// step); errors name the folder, file and tensor.
+// Loads an HF folder of the DSA family on the CPU reference path or the GPU path; errors name the
+// folder, file and tensor.
 std::unique_ptr<Model> load_dsa_family(const std::string& dir, Device device, const FamilyOptions& opt = {});
 
 }  // namespace ic

@@ -1,0 +1,425 @@
+// The DSA family's GPU path (model/dsa_family/gpu_forward.h) against the CPU reference path on
+// tiny random folders with the real latent dims (kv_lora_rank 512 + rope 64, index_head_dim
+// 128: the GPU kernels' dims), and the clear error for the tiny HF checkpoints' smaller dims.
+// The GPU tests skip without a device (always in a CPU-only build); the dims error needs none.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "dsa_family_test_util.h"
+#include "model/dsa_family/gpu_forward.h"
+#include "model/dsa_family/model.h"
+
+namespace ic {
+namespace {
+
+using test::TempFolder;
+using test::TinySpec;
+
+#define IC_CUDA_OR_SKIP() \
+  if (!::ic::cuda_available()) GTEST_SKIP() << "no usable CUDA device (or a CPU-only build)"
+
+// Small everything except the dims the GPU kernels are built for.
+TinySpec gpu_spec(TinySpec s) {
+  s.layers = 4;
+  s.hidden = 96;
+  s.vocab = 128;
+  s.heads = 3;
+  s.q_lora = s.q_lora > 0 ? 64 : 0;
+  s.kv_lora = 512;
+  s.nope = 32;
+  s.rope = 64;
+  s.v = 32;
+  s.experts = 4;
+  s.per_tok = 2;
+  s.shared = 1;
+  s.moe_inter = 32;
+  s.inter = 64;
+  s.n_group = 2;
+  s.topk_group = 1;
+  s.first_dense = 1;
+  s.index_heads = 4;
+  s.index_dim = 128;
+  s.index_topk = 8;
+  return s;
+}
+
+// bf16 roundings on one token's path through the GPU forward, each at most 2^-8 relative: per
+// layer the activations rounded before a GEMM or kernel (the attention norm's output, the q
+// latent, q_nope, the absorbed query, the latent cache row, the attention latent, the W_uv
+// output, the FFN input, the SwiGLU product, the experts' gate|up and down outputs: 11) and the
+// weights of the GEMMs on the path (q_a, q_b, W_uk, kv_a, W_uv, o_proj, gate, up, down: 9);
+// the head adds its input and its weights.
+double bf16_roundings(int64_t layers) { return 20.0 * static_cast<double>(layers) + 2.0; }
+constexpr double kBf16 = 1.0 / 256;  // 2^-8
+// Independent roundings add like a random walk: a row's typical relative error is about
+// sqrt(R) 2^-8. The median row is held to that, every row to 4x (the f32 sums' own error is
+// ~2^-24 sqrt(K), far below).
+double typical_tol(int64_t layers) { return std::sqrt(bf16_roundings(layers)) * kBf16; }
+
+std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& v : t) v = d(rng);
+  return t;
+}
+
+using Taps = std::map<std::string, std::map<int, Tensor>>;
+
+// All-token logits of one forward, with the taps copied to the host.
+Tensor run(Model& m, const std::vector<int32_t>& tokens, Taps* taps = nullptr) {
+  if (taps)
+    m.set_tensor_callback(
+        [taps](const std::string& name, int layer, const Tensor& t) { (*taps)[name][layer] = t.to(Device::CPU); });
+  auto cache = m.make_cache(static_cast<int64_t>(tokens.size()) + 4);
+  Tensor logits;
+  m.forward(tokens, *cache, logits, true);
+  m.set_tensor_callback(nullptr);
+  return logits;
+}
+
+// ||a_t - b_t|| / ||b_t|| of each row.
+std::vector<double> row_rel_errors(const float* a, const float* b, int64_t rows, int64_t V) {
+  std::vector<double> e(static_cast<size_t>(rows));
+  for (int64_t t = 0; t < rows; ++t) {
+    double d = 0.0, r = 0.0;
+    for (int64_t v = 0; v < V; ++v) {
+      const double x = a[t * V + v], y = b[t * V + v];
+      d += (x - y) * (x - y);
+      r += y * y;
+    }
+    e[static_cast<size_t>(t)] = std::sqrt(d / std::max(r, 1e-30));
+  }
+  return e;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::set<int32_t> row_set(const Tensor& t, int64_t r) {
+  const int64_t k = t.dim(1);
+  std::set<int32_t> s;
+  for (int64_t j = 0; j < k; ++j)
+    if (t.data<int32_t>()[r * k + j] >= 0) s.insert(t.data<int32_t>()[r * k + j]);
+  return s;
+}
+
+struct Pair {
+  TempFolder dir;
+  std::unique_ptr<MlaMoeModel> cpu, gpu;
+  Pair(const TinySpec& spec, uint64_t seed, const FamilyOptions& opt = {}) {
+    test::write_folder(dir.str(), spec.config(), test::tiny_weights(spec, seed));
+    cpu = MlaMoeModel::load(dir.str(), Device::CPU, opt);
+    gpu = MlaMoeModel::load(dir.str(), Device::CUDA, opt);
+  }
+};
+
+// The (token) rows whose expert sets differ between two "moe_route" taps of one layer.
+std::vector<bool> routing_flips(const Tensor& a, const Tensor& b) {
+  std::vector<bool> f(static_cast<size_t>(a.dim(0)));
+  for (int64_t t = 0; t < a.dim(0); ++t) f[static_cast<size_t>(t)] = row_set(a, t) != row_set(b, t);
+  return f;
+}
+
+int64_t count(const std::vector<bool>& v) { return std::count(v.begin(), v.end(), true); }
+
+// The whole forward, for models whose every step is well conditioned: dense MLA, or top-k >= the
+// context (a sparse selection of a few keys is not: a near-tie at the k-th score, which bf16 moves,
+// swaps a key that carries 1/k of the attention, so end-to-end logits of sparse models are compared
+// layer by layer instead, expect_layers_match). MoE routing differences (near-ties of the router)
+// are counted and held to 10% of (token, layer) pairs; logits: the median row within sqrt(R) 2^-8
+// relative, every row whose experts agree with the CPU's in every layer within 4x that.
+void expect_forward_matches(Pair& p, const std::vector<int32_t>& tokens, const char* what) {
+  const int64_t n = static_cast<int64_t>(tokens.size()), V = p.cpu->info().vocab, L = p.cpu->info().n_layers;
+  Taps tc, tg;
+  const Tensor zc = run(*p.cpu, tokens, &tc);
+  const Tensor zg = run(*p.gpu, tokens, &tg);
+  for (int64_t i = 0; i < zg.numel(); ++i) ASSERT_TRUE(std::isfinite(zg.data<float>()[i])) << what << " " << i;
+  std::vector<bool> flipped(static_cast<size_t>(n), false);
+  int64_t pairs = 0, flips = 0;
+  for (const auto& [l, ids] : tc["moe_route"]) {
+    const std::vector<bool> f = routing_flips(ids, tg["moe_route"].at(l));
+    for (size_t t = 0; t < f.size(); ++t) flipped[t] = flipped[t] || f[t];
+    flips += count(f);
+    pairs += n;
+  }
+  EXPECT_LE(flips * 10, pairs) << what;
+  for (const auto& [l, sel] : tc["topk"])  // every causal key: the same sets
+    for (int64_t t = 0; t < n; ++t) EXPECT_EQ(row_set(sel, t), row_set(tg["topk"].at(l), t)) << what << " " << l;
+  const std::vector<double> e = row_rel_errors(zg.data<float>(), zc.data<float>(), n, V);
+  double worst = 0.0;
+  for (int64_t t = 0; t < n; ++t)
+    if (!flipped[static_cast<size_t>(t)]) worst = std::max(worst, e[static_cast<size_t>(t)]);
+  std::printf("[ dsa family cuda %s ] %lld of %lld routings differ; logits: median row rel. error %.2e, worst "
+              "unflipped %.2e (bounds %.2e, %.2e)\n", what, (long long)flips, (long long)pairs, median(e), worst,
+              typical_tol(L), 4 * typical_tol(L));
+  EXPECT_LE(median(e), typical_tol(L)) << what;
+  EXPECT_LE(worst, 4 * typical_tol(L)) << what;
+}
+
+// Layer by layer from the same input (the CPU's stream entering the layer), so each layer's
+// comparison sees that layer's roundings alone (R = 20): S layers get their source F layer's CPU
+// selection on both sides (IndexReuse::provide), F layers run their own indexers.
+//  - F layers' selections: >= 90% of the CPU's entries also on the GPU, and every key the GPU
+//    selects that the CPU does not scores, by the CPU's own scores, within 4 sqrt(8) 2^-8 of the
+//    row's largest |score| of the CPU's k-th (the indexer's path rounds about 8 times: its input,
+//    q latent, q, k, and the weights of q_a, wq_b, wk, weights_proj): a near-tie;
+//  - the layer's update (out - in) of every token whose selection and experts agree: within
+//    4 sqrt(20) 2^-8 relative, the median within sqrt(20) 2^-8; disagreeing tokens counted;
+//  - the head on the CPU's last stream: every row within 4 sqrt(2) 2^-8.
+void expect_layers_match(Pair& p, const std::vector<int32_t>& tokens, const char* what) {
+  const int64_t n = static_cast<int64_t>(tokens.size()), V = p.cpu->info().vocab, L = p.cpu->info().n_layers;
+  const LayerPattern* pat = p.cpu->pattern();
+  ASSERT_NE(pat, nullptr);
+  auto cc = p.cpu->make_cache(n), cg = p.gpu->make_cache(n);
+  std::map<int64_t, Tensor> cpu_sel;
+  Tensor x = p.cpu->embed(tokens);
+  const double layer_tol = std::sqrt(20.0) * kBf16, index_slack = 4 * std::sqrt(8.0) * kBf16;
+  for (int64_t l = 0; l < L; ++l) {
+    const int li = static_cast<int>(l);
+    IndexReuse rc = p.cpu->make_reuse(), rg = p.gpu->make_reuse();
+    if (!pat->is_full(l)) {
+      const int64_t src = pat->source(l);
+      rc.provide(src, cpu_sel.at(src));
+      rg.provide(src, cpu_sel.at(src).to(Device::CUDA));
+    }
+    Taps tc, tg;
+    p.cpu->set_tensor_callback([&](const std::string& nm, int ly, const Tensor& t) { tc[nm][ly] = t.to(Device::CPU); });
+    p.gpu->set_tensor_callback([&](const std::string& nm, int ly, const Tensor& t) { tg[nm][ly] = t.to(Device::CPU); });
+    Tensor xc = x.to(Device::CPU), xg = x.to(Device::CUDA);
+    p.cpu->forward_layers(l, l + 1, xc, *cc, 0, rc);
+    p.gpu->forward_layers(l, l + 1, xg, *cg, 0, rg);
+    p.cpu->set_tensor_callback(nullptr);
+    p.gpu->set_tensor_callback(nullptr);
+    const Tensor yg = xg.to(Device::CPU);
+
+    std::vector<bool> differs(static_cast<size_t>(n), false);
+    if (tc.count("moe_route")) differs = routing_flips(tc["moe_route"].at(li), tg["moe_route"].at(li));
+    const int64_t route_flips = count(differs);
+    const Tensor& sc = tc["topk"].at(li);
+    const Tensor& sg = tg["topk"].at(li);
+    if (pat->is_full(l)) {
+      cpu_sel[l] = sc;
+      const Tensor& scores = tc["index_scores"].at(li);  // [n, n] at p0 = 0
+      int64_t same = 0, total = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        const std::set<int32_t> a = row_set(sc, t), b = row_set(sg, t);
+        const float* s = scores.data<float>() + t * n;
+        double kth = INFINITY, scale = 0.0;
+        for (int32_t j : a) kth = std::min(kth, static_cast<double>(s[j]));
+        for (int64_t j = 0; j <= t; ++j) scale = std::max(scale, std::fabs(static_cast<double>(s[j])));
+        for (int32_t j : a) {
+          same += static_cast<int64_t>(b.count(j));
+          ++total;
+        }
+        if (a != b) differs[static_cast<size_t>(t)] = true;
+        for (int32_t j : b) {
+          if (!a.count(j)) {
+            EXPECT_LE(kth - s[j], index_slack * scale) << what << " layer " << l << " row " << t << " key " << j;
+          }
+        }
+      }
+      const double agree = static_cast<double>(same) / static_cast<double>(total);
+      std::printf("[ dsa family cuda %s ] layer %lld: %.4f of the CPU's selected entries also on the GPU\n", what,
+                  (long long)l, agree);
+      EXPECT_GE(agree, 0.9) << what << " layer " << l;
+    } else {
+      for (int64_t t = 0; t < n; ++t) EXPECT_EQ(row_set(sc, t), row_set(sg, t)) << what << " layer " << l;
+    }
+
+    // The layer's update, per token.
+    std::vector<double> e;
+    double worst = 0.0;
+    for (int64_t t = 0; t < n; ++t) {
+      double d = 0.0, r = 0.0;
+      for (int64_t i = 0; i < xc.dim(1); ++i) {
+        const int64_t k = t * xc.dim(1) + i;
+        const double u = static_cast<double>(xc.data<float>()[k]) - x.data<float>()[k];
+        const double g = yg.data<float>()[k];
+        d += (g - xc.data<float>()[k]) * (g - xc.data<float>()[k]);
+        r += u * u;
+      }
+      e.push_back(std::sqrt(d / std::max(r, 1e-30)));
+      if (!differs[static_cast<size_t>(t)]) worst = std::max(worst, e.back());
+    }
+    std::printf("[ dsa family cuda %s ] layer %lld: %lld routings and %lld rows of selection or routing differ; "
+                "update median rel. error %.2e, worst agreeing %.2e (bounds %.2e, %.2e)\n", what, (long long)l,
+                (long long)route_flips, (long long)count(differs), median(e), worst, layer_tol, 4 * layer_tol);
+    EXPECT_LE(route_flips * 10, n) << what << " layer " << l;
+    EXPECT_LE(median(e), layer_tol) << what << " layer " << l;
+    EXPECT_LE(worst, 4 * layer_tol) << what << " layer " << l;
+    x = xc;
+  }
+  Tensor zc = Tensor::empty({n, V}, DType::F32), zg = Tensor::empty({n, V}, DType::F32);
+  p.cpu->output_logits(x, zc.data<float>());
+  p.gpu->output_logits(x.to(Device::CUDA), zg.data<float>());
+  const std::vector<double> e = row_rel_errors(zg.data<float>(), zc.data<float>(), n, V);
+  const double worst = *std::max_element(e.begin(), e.end());
+  std::printf("[ dsa family cuda %s ] head: worst row rel. error %.2e (bound %.2e)\n", what, worst,
+              4 * std::sqrt(2.0) * kBf16);
+  EXPECT_LE(worst, 4 * std::sqrt(2.0) * kBf16) << what;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Without a device: the tiny HF checkpoints' dims are refused on the GPU, naming both.
+
+TEST(DsaFamilyCuda, TinyHfCheckpointsNameTheirDimsAndTheKernels) {
+  const std::string root = std::string(IC_SOURCE_DIR) + "/tests/data/hf";
+  if (!std::filesystem::exists(root)) GTEST_SKIP() << root << " is absent";
+  int folders = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(root)) {
+    if (!entry.is_directory()) continue;
+    ++folders;
+    EXPECT_DSA_ERROR(load_dsa_family(entry.path().string(), Device::CUDA), "kv_lora_rank 32 + qk_rope_head_dim");
+    EXPECT_DSA_ERROR(load_dsa_family(entry.path().string(), Device::CUDA), "built for kv_lora_rank 512 + "
+                     "qk_rope_head_dim 64");
+  }
+  EXPECT_GE(folders, 5);
+}
+
+TEST(DsaFamilyCuda, IndexerDimsTheGpuCannotTakeAreNamed) {
+  TinySpec s = gpu_spec(TinySpec());
+  s.index_dim = 96;
+  TempFolder d;
+  test::write_folder(d.str(), s.config(), test::tiny_weights(s, 3));
+  EXPECT_DSA_ERROR(load_dsa_family(d.str(), Device::CUDA), "index_n_heads 4 x index_head_dim 96");
+  s = gpu_spec(TinySpec());
+  s.index_topk = 4096;
+  test::write_folder(d.str(), s.config(), test::tiny_weights(s, 3));
+  EXPECT_DSA_ERROR(load_dsa_family(d.str(), Device::CUDA), "index_topk 4096");
+}
+
+// ------------------------------------------------------------------------------------------------
+// On the GPU
+
+TEST(DsaFamilyCuda, DeepseekV32MatchesTheCpuReference) {
+  IC_CUDA_OR_SKIP();
+  Pair p(gpu_spec(TinySpec()), 11);  // yarn, half-split indexer RoPE, all F
+  expect_layers_match(p, random_tokens(40, 128, 1), "deepseek_v32");
+}
+
+TEST(DsaFamilyCuda, GlmMoeDsaWithAPatternMatchesTheCpuReference) {
+  IC_CUDA_OR_SKIP();
+  FamilyOptions opt;
+  opt.pattern = LayerPattern::parse("FSFS", 4);
+  Pair p(gpu_spec(TinySpec::glm()), 12, opt);  // interleaved RoPE, IndexCache 1/2
+  expect_layers_match(p, random_tokens(40, 128, 2), "glm_moe_dsa FSFS");
+}
+
+TEST(DsaFamilyCuda, DenseMlaModelMatchesTheCpuReference) {
+  IC_CUDA_OR_SKIP();
+  TinySpec s = gpu_spec(TinySpec::lite());  // no q LoRA, no indexer: every causal key as the list
+  Pair p(s, 13);
+  ASSERT_EQ(p.gpu->pattern(), nullptr);
+  expect_forward_matches(p, random_tokens(40, 128, 3), "glm4_moe_lite");
+}
+
+TEST(DsaFamilyCuda, TopkCoveringTheContextMatchesTheCpuReference) {
+  IC_CUDA_OR_SKIP();
+  TinySpec s = gpu_spec(TinySpec());
+  s.index_topk = 64;  // > the 40 tokens: every selection is every causal key, -1 padded
+  Pair p(s, 14);
+  expect_forward_matches(p, random_tokens(40, 128, 4), "deepseek_v32 k >= context");
+}
+
+TEST(DsaFamilyCuda, SharedLayersAttendOverTheirFullLayersSelection) {
+  IC_CUDA_OR_SKIP();
+  FamilyOptions opt;
+  opt.pattern = LayerPattern::parse("FSSF", 4);
+  Pair p(gpu_spec(TinySpec()), 15, opt);
+  MlaMoeModel& m = *p.gpu;
+  m.reset_stats();
+  Taps taps;
+  run(m, random_tokens(30, 128, 5), &taps);
+  const auto& topk = taps.at("topk");
+  auto same = [](const Tensor& a, const Tensor& b) {
+    return a.numel() == b.numel() && std::equal(a.data<int32_t>(), a.data<int32_t>() + a.numel(), b.data<int32_t>());
+  };
+  EXPECT_TRUE(same(topk.at(1), topk.at(0)));
+  EXPECT_TRUE(same(topk.at(2), topk.at(0)));
+  EXPECT_FALSE(same(topk.at(3), topk.at(0)));  // its own indexer
+  EXPECT_EQ(taps.at("index_q").size(), 2u);    // layers 0 and 3 only
+  EXPECT_EQ(m.stats().indexer_layer_runs, 2);
+  auto cache = m.make_cache(16);
+  auto* gc = dynamic_cast<dsa::GpuCache*>(cache.get());
+  ASSERT_NE(gc, nullptr);
+  EXPECT_TRUE(gc->index_k(0).defined());
+  EXPECT_FALSE(gc->index_k(1).defined());
+  EXPECT_FALSE(gc->index_k(2).defined());
+  EXPECT_TRUE(gc->index_k(3).defined());
+  EXPECT_EQ(cache->index_bytes(), 2 * 16 * 128 * 2);  // bf16 keys on the two F layers
+
+  // set_pattern on the GPU model: the new F layer's indexer goes up, its keys into new caches.
+  m.set_pattern(LayerPattern::parse("FFSF", 4));
+  Taps t2;
+  run(m, random_tokens(30, 128, 5), &t2);
+  EXPECT_EQ(t2.at("index_q").size(), 3u);
+  EXPECT_TRUE(same(t2.at("topk").at(2), t2.at("topk").at(1)));
+  EXPECT_TRUE(same(t2.at("topk").at(0), topk.at(0)));  // the same tokens, the same first layer
+}
+
+TEST(DsaFamilyCuda, PrefillThenDecodeEqualsOnePrefill) {
+  IC_CUDA_OR_SKIP();
+  for (const TinySpec& spec : {gpu_spec(TinySpec()), gpu_spec(TinySpec::lite())}) {
+    TempFolder dir;
+    test::write_folder(dir.str(), spec.config(), test::tiny_weights(spec, 21));
+    const auto m = MlaMoeModel::load(dir.str(), Device::CUDA, {});
+    const int64_t n = 30, half = 17, V = spec.vocab;
+    const std::vector<int32_t> tokens = random_tokens(n, V, 6);
+    const Tensor full = run(*m, tokens);
+    auto cache = m->make_cache(n);
+    Tensor part;
+    m->forward(std::span(tokens).first(half), *cache, part, true);
+    std::vector<double> e = row_rel_errors(part.data<float>(), full.data<float>(), half, V);
+    for (int64_t t = half; t < n; ++t) {
+      Tensor step;
+      m->forward(std::span(tokens).subspan(t, 1), *cache, step, false);
+      e.push_back(row_rel_errors(step.data<float>(), full.data<float>() + t * V, 1, V)[0]);
+    }
+    // The same arithmetic up to cuBLAS's choice of algorithm per shape (f32 sums in another
+    // order, which can move a bf16 rounding): held to the bound of one bf16 path.
+    const double worst = *std::max_element(e.begin(), e.end());
+    std::printf("[ dsa family cuda %s decode vs prefill ] worst row rel. error %.2e (bound %.2e)\n",
+                spec.model_type.c_str(), worst, typical_tol(spec.layers));
+    EXPECT_LE(worst, typical_tol(spec.layers)) << spec.model_type;
+    EXPECT_EQ(cache->size(), n);
+  }
+}
+
+TEST(DsaFamilyCuda, LogprobsAreTheLogitsLogSoftmax) {
+  IC_CUDA_OR_SKIP();
+  const TinySpec spec = gpu_spec(TinySpec());
+  TempFolder dir;
+  test::write_folder(dir.str(), spec.config(), test::tiny_weights(spec, 22));
+  const auto m = MlaMoeModel::load(dir.str(), Device::CUDA, {});
+  const std::vector<int32_t> tokens = random_tokens(24, spec.vocab, 7), targets = random_tokens(24, spec.vocab, 8);
+  const Tensor z = run(*m, tokens);
+  auto cache = m->make_cache(24);
+  std::vector<float> lp(24);
+  m->forward_logprobs(tokens, *cache, targets, lp.data());
+  for (int64_t t = 0; t < 24; ++t) {
+    const float* r = z.data<float>() + t * spec.vocab;
+    double mx = r[0], s = 0.0;
+    for (int64_t v = 1; v < spec.vocab; ++v) mx = std::max(mx, static_cast<double>(r[v]));
+    for (int64_t v = 0; v < spec.vocab; ++v) s += std::exp(r[v] - mx);
+    // f32 log-sum-exp over 128 logits of a few units: ~1e-6; the two runs are the same kernels.
+    EXPECT_NEAR(lp[static_cast<size_t>(t)], r[targets[static_cast<size_t>(t)]] - mx - std::log(s), 1e-4) << t;
+  }
+  EXPECT_EQ(m->device(), Device::CUDA);
+  EXPECT_GT(m->weight_bytes(), 0);
+}
+
+}  // namespace
+}  // namespace ic
