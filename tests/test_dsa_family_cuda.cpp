@@ -16,6 +16,7 @@
 
 #include "core/device.h"
 #include "dsa_family_test_util.h"
+#include "io/hf_folder.h"
 #include "model/dsa_family/gpu_forward.h"
 #include "model/dsa_family/model.h"
 
@@ -116,15 +117,73 @@ std::set<int32_t> row_set(const Tensor& t, int64_t r) {
   return s;
 }
 
-struct Pair {
-  TempFolder dir;
-  std::unique_ptr<MlaMoeModel> cpu, gpu;
-  Pair(const TinySpec& spec, uint64_t seed, const FamilyOptions& opt = {}) {
-    test::write_folder(dir.str(), spec.config(), test::tiny_weights(spec, seed));
-    cpu = MlaMoeModel::load(dir.str(), Device::CPU, opt);
-    gpu = MlaMoeModel::load(dir.str(), Device::CUDA, opt);
+// The GPU path's side of a comparison: the CUDA model through the Model interface, or the same
+// path run on the host (dsa::GpuForward on Device::CPU: bf16 weights and activations through the
+// same ops, whose CPU versions are their references), which CPU-only builds test.
+struct GpuSide {
+  std::unique_ptr<MlaMoeModel> model;         // on the GPU
+  std::unique_ptr<dsa::GpuForward> emulated;  // or the path on the host
+  Device dev() const { return model ? Device::CUDA : Device::CPU; }
+  std::unique_ptr<ModelCache> cache(int64_t capacity, const LayerPattern* pattern) const {
+    return model ? model->make_cache(capacity) : emulated->make_cache(capacity, pattern);
+  }
+  void layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, IndexReuse& reuse, Taps* taps) {
+    auto record = [taps](const std::string& name, int layer, const Tensor& t) {
+      (*taps)[name][layer] = t.to(Device::CPU);
+    };
+    if (model) {
+      if (taps) model->set_tensor_callback(record);
+      model->forward_layers(l0, l1, x, cache, 0, reuse);
+      model->set_tensor_callback(nullptr);
+      return;
+    }
+    dsa::GpuTap tap;
+    if (taps) tap = [record](const char* name, int layer, const Tensor& t) { record(name, layer, t); };
+    ForwardStats stats;
+    emulated->forward_layers(l0, l1, x, cache, 0, reuse, tap, stats);
+  }
+  // Host logits [n, vocab] of a host stream x.
+  Tensor logits(const Tensor& x, int64_t vocab) {
+    Tensor z = Tensor::empty({x.dim(0), vocab}, DType::F32);
+    if (model)
+      model->output_logits(x.to(Device::CUDA), z.data<float>());
+    else
+      emulated->output_logits(x, z.data<float>(), {});
+    return z;
   }
 };
+
+struct Pair {
+  TempFolder dir;
+  std::unique_ptr<MlaMoeModel> cpu;
+  GpuSide gpu;
+  // on_device: the CUDA model; else the GPU path on the host.
+  Pair(const TinySpec& spec, uint64_t seed, bool on_device, const FamilyOptions& opt = {}) {
+    test::write_folder(dir.str(), spec.config(), test::tiny_weights(spec, seed));
+    cpu = MlaMoeModel::load(dir.str(), Device::CPU, opt);
+    if (on_device) {
+      gpu.model = MlaMoeModel::load(dir.str(), Device::CUDA, opt);
+      return;
+    }
+    const MlaMoeConfig& c = cpu->config();
+    dsa::check_gpu_dims(c, dir.str());
+    std::vector<dsa::LayerWeights> layers;
+    for (int64_t l = 0; l < c.n_layers; ++l) layers.push_back(cpu->layer(l));
+    const hf::Folder f = hf::Folder::open(dir.str());
+    gpu.emulated = std::make_unique<dsa::GpuForward>(c, cpu->rope(), layers, f.read_f32("model.norm.weight", {c.hidden}),
+                                                     f.read_f32("lm_head.weight", {c.vocab, c.hidden}), Device::CPU);
+  }
+};
+
+// The whole forward of `tokens` on the GPU side (as Model::forward runs one chunk).
+Tensor run_gpu(Pair& p, const std::vector<int32_t>& tokens, Taps* taps) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  Tensor x = p.cpu->embed(tokens).to(p.gpu.dev());
+  auto cache = p.gpu.cache(n + 4, p.cpu->pattern());
+  IndexReuse reuse = p.cpu->make_reuse();
+  p.gpu.layers(0, p.cpu->info().n_layers, x, *cache, reuse, taps);
+  return p.gpu.logits(x.to(Device::CPU), p.cpu->info().vocab);
+}
 
 // The (token) rows whose expert sets differ between two "moe_route" taps of one layer.
 std::vector<bool> routing_flips(const Tensor& a, const Tensor& b) {
@@ -145,7 +204,7 @@ void expect_forward_matches(Pair& p, const std::vector<int32_t>& tokens, const c
   const int64_t n = static_cast<int64_t>(tokens.size()), V = p.cpu->info().vocab, L = p.cpu->info().n_layers;
   Taps tc, tg;
   const Tensor zc = run(*p.cpu, tokens, &tc);
-  const Tensor zg = run(*p.gpu, tokens, &tg);
+  const Tensor zg = run_gpu(p, tokens, &tg);
   for (int64_t i = 0; i < zg.numel(); ++i) ASSERT_TRUE(std::isfinite(zg.data<float>()[i])) << what << " " << i;
   std::vector<bool> flipped(static_cast<size_t>(n), false);
   int64_t pairs = 0, flips = 0;
@@ -183,26 +242,24 @@ void expect_layers_match(Pair& p, const std::vector<int32_t>& tokens, const char
   const int64_t n = static_cast<int64_t>(tokens.size()), V = p.cpu->info().vocab, L = p.cpu->info().n_layers;
   const LayerPattern* pat = p.cpu->pattern();
   ASSERT_NE(pat, nullptr);
-  auto cc = p.cpu->make_cache(n), cg = p.gpu->make_cache(n);
+  auto cc = p.cpu->make_cache(n), cg = p.gpu.cache(n, pat);
   std::map<int64_t, Tensor> cpu_sel;
   Tensor x = p.cpu->embed(tokens);
   const double layer_tol = std::sqrt(20.0) * kBf16, index_slack = 4 * std::sqrt(8.0) * kBf16;
   for (int64_t l = 0; l < L; ++l) {
     const int li = static_cast<int>(l);
-    IndexReuse rc = p.cpu->make_reuse(), rg = p.gpu->make_reuse();
+    IndexReuse rc = p.cpu->make_reuse(), rg = p.cpu->make_reuse();
     if (!pat->is_full(l)) {
       const int64_t src = pat->source(l);
       rc.provide(src, cpu_sel.at(src));
-      rg.provide(src, cpu_sel.at(src).to(Device::CUDA));
+      rg.provide(src, cpu_sel.at(src).to(p.gpu.dev()));
     }
     Taps tc, tg;
     p.cpu->set_tensor_callback([&](const std::string& nm, int ly, const Tensor& t) { tc[nm][ly] = t.to(Device::CPU); });
-    p.gpu->set_tensor_callback([&](const std::string& nm, int ly, const Tensor& t) { tg[nm][ly] = t.to(Device::CPU); });
-    Tensor xc = x.to(Device::CPU), xg = x.to(Device::CUDA);
+    Tensor xc = x.to(Device::CPU), xg = x.to(p.gpu.dev());
     p.cpu->forward_layers(l, l + 1, xc, *cc, 0, rc);
-    p.gpu->forward_layers(l, l + 1, xg, *cg, 0, rg);
     p.cpu->set_tensor_callback(nullptr);
-    p.gpu->set_tensor_callback(nullptr);
+    p.gpu.layers(l, l + 1, xg, *cg, rg, &tg);
     const Tensor yg = xg.to(Device::CPU);
 
     std::vector<bool> differs(static_cast<size_t>(n), false);
@@ -262,9 +319,9 @@ void expect_layers_match(Pair& p, const std::vector<int32_t>& tokens, const char
     EXPECT_LE(worst, 4 * layer_tol) << what << " layer " << l;
     x = xc;
   }
-  Tensor zc = Tensor::empty({n, V}, DType::F32), zg = Tensor::empty({n, V}, DType::F32);
+  Tensor zc = Tensor::empty({n, V}, DType::F32);
   p.cpu->output_logits(x, zc.data<float>());
-  p.gpu->output_logits(x.to(Device::CUDA), zg.data<float>());
+  const Tensor zg = p.gpu.logits(x, V);
   const std::vector<double> e = row_rel_errors(zg.data<float>(), zc.data<float>(), n, V);
   const double worst = *std::max_element(e.begin(), e.end());
   std::printf("[ dsa family cuda %s ] head: worst row rel. error %.2e (bound %.2e)\n", what, worst,
@@ -304,42 +361,58 @@ TEST(DsaFamilyCuda, IndexerDimsTheGpuCannotTakeAreNamed) {
 // ------------------------------------------------------------------------------------------------
 // On the GPU
 
-TEST(DsaFamilyCuda, DeepseekV32MatchesTheCpuReference) {
-  IC_CUDA_OR_SKIP();
-  Pair p(gpu_spec(TinySpec()), 11);  // yarn, half-split indexer RoPE, all F
-  expect_layers_match(p, random_tokens(40, 128, 1), "deepseek_v32");
+// The four comparisons, on the device (DsaFamilyCuda) or with the GPU path run on the host
+// (DsaFamilyGpuPath: every build).
+void deepseek_layers(bool dev) {
+  Pair p(gpu_spec(TinySpec()), 11, dev);  // yarn, half-split indexer RoPE, all F
+  expect_layers_match(p, random_tokens(40, 128, 1), dev ? "deepseek_v32" : "deepseek_v32 (host)");
 }
-
-TEST(DsaFamilyCuda, GlmMoeDsaWithAPatternMatchesTheCpuReference) {
-  IC_CUDA_OR_SKIP();
+void glm_pattern_layers(bool dev) {
   FamilyOptions opt;
   opt.pattern = LayerPattern::parse("FSFS", 4);
-  Pair p(gpu_spec(TinySpec::glm()), 12, opt);  // interleaved RoPE, IndexCache 1/2
-  expect_layers_match(p, random_tokens(40, 128, 2), "glm_moe_dsa FSFS");
+  Pair p(gpu_spec(TinySpec::glm()), 12, dev, opt);  // interleaved RoPE, IndexCache 1/2
+  expect_layers_match(p, random_tokens(40, 128, 2), dev ? "glm_moe_dsa FSFS" : "glm_moe_dsa FSFS (host)");
 }
-
-TEST(DsaFamilyCuda, DenseMlaModelMatchesTheCpuReference) {
-  IC_CUDA_OR_SKIP();
-  TinySpec s = gpu_spec(TinySpec::lite());  // no q LoRA, no indexer: every causal key as the list
-  Pair p(s, 13);
-  ASSERT_EQ(p.gpu->pattern(), nullptr);
-  expect_forward_matches(p, random_tokens(40, 128, 3), "glm4_moe_lite");
+void dense_mla_forward(bool dev) {
+  Pair p(gpu_spec(TinySpec::lite()), 13, dev);  // no q LoRA, no indexer: every causal key as the list
+  ASSERT_EQ(p.cpu->pattern(), nullptr);
+  expect_forward_matches(p, random_tokens(40, 128, 3), dev ? "glm4_moe_lite" : "glm4_moe_lite (host)");
 }
-
-TEST(DsaFamilyCuda, TopkCoveringTheContextMatchesTheCpuReference) {
-  IC_CUDA_OR_SKIP();
+void covering_topk_forward(bool dev) {
   TinySpec s = gpu_spec(TinySpec());
   s.index_topk = 64;  // > the 40 tokens: every selection is every causal key, -1 padded
-  Pair p(s, 14);
-  expect_forward_matches(p, random_tokens(40, 128, 4), "deepseek_v32 k >= context");
+  Pair p(s, 14, dev);
+  expect_forward_matches(p, random_tokens(40, 128, 4), dev ? "deepseek_v32 k >= context" : "k >= context (host)");
+}
+
+TEST(DsaFamilyGpuPath, DeepseekV32LayersMatchTheCpuReference) { deepseek_layers(false); }
+TEST(DsaFamilyGpuPath, GlmMoeDsaWithAPatternLayersMatchTheCpuReference) { glm_pattern_layers(false); }
+TEST(DsaFamilyGpuPath, DenseMlaModelMatchesTheCpuReference) { dense_mla_forward(false); }
+TEST(DsaFamilyGpuPath, TopkCoveringTheContextMatchesTheCpuReference) { covering_topk_forward(false); }
+
+TEST(DsaFamilyCuda, DeepseekV32LayersMatchTheCpuReference) {
+  IC_CUDA_OR_SKIP();
+  deepseek_layers(true);
+}
+TEST(DsaFamilyCuda, GlmMoeDsaWithAPatternLayersMatchTheCpuReference) {
+  IC_CUDA_OR_SKIP();
+  glm_pattern_layers(true);
+}
+TEST(DsaFamilyCuda, DenseMlaModelMatchesTheCpuReference) {
+  IC_CUDA_OR_SKIP();
+  dense_mla_forward(true);
+}
+TEST(DsaFamilyCuda, TopkCoveringTheContextMatchesTheCpuReference) {
+  IC_CUDA_OR_SKIP();
+  covering_topk_forward(true);
 }
 
 TEST(DsaFamilyCuda, SharedLayersAttendOverTheirFullLayersSelection) {
   IC_CUDA_OR_SKIP();
   FamilyOptions opt;
   opt.pattern = LayerPattern::parse("FSSF", 4);
-  Pair p(gpu_spec(TinySpec()), 15, opt);
-  MlaMoeModel& m = *p.gpu;
+  Pair p(gpu_spec(TinySpec()), 15, true, opt);
+  MlaMoeModel& m = *p.gpu.model;
   m.reset_stats();
   Taps taps;
   run(m, random_tokens(30, 128, 5), &taps);

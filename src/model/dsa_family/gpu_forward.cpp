@@ -18,30 +18,31 @@ namespace {
 constexpr float kLoraNormEps = 1e-6f;  // q_a_layernorm, kv_a_layernorm (HF's default eps)
 constexpr float kKeyNormEps = 1e-6f;   // the indexer's key LayerNorm
 
-Tensor device_f32(const Shape& s) { return Tensor::empty(s, DType::F32, Device::CUDA); }
-Tensor device_bf16(const Shape& s) { return Tensor::empty(s, DType::BF16, Device::CUDA); }
+// New activations live where their inputs do (the GPU, or the host when the path is tested there).
+Tensor f32_like(const Tensor& x, const Shape& s) { return Tensor::empty(s, DType::F32, x.device()); }
+Tensor bf16_like(const Tensor& x, const Shape& s) { return Tensor::empty(s, DType::BF16, x.device()); }
 
 // y F32 [n, out] = x BF16 [n, in] @ w BF16 [out, in]^T.
 Tensor gemm(const Tensor& x, const Tensor& w) {
-  Tensor y = device_f32({x.dim(0), w.dim(0)});
+  Tensor y = f32_like(x, {x.dim(0), w.dim(0)});
   ops::gemm_bf16(x, w, y);
   return y;
 }
 
 Tensor to_bf16(const Tensor& x) {
-  Tensor y = device_bf16(x.shape());
+  Tensor y = bf16_like(x, x.shape());
   ops::to_bf16(x, y);
   return y;
 }
 
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
-  Tensor y = device_f32(x.shape());
+  Tensor y = f32_like(x, x.shape());
   ops::rms_norm(x, w, eps, y);
   return y;
 }
 
 void add_bias(Tensor& y, const Tensor& b) {
-  if (b.defined()) gpu::add_bias(y.data<float>(), b.data<float>(), y.dim(0), y.dim(1));
+  if (b.defined()) gpu::add_bias(y.device(), y.data<float>(), b.data<float>(), y.dim(0), y.dim(1));
 }
 
 // x += down(silu(gate h) * up h).
@@ -58,12 +59,12 @@ void tap_if(const GpuTap& tap, const char* name, int layer, const Tensor& t) {
 
 }  // namespace
 
-GpuCache::GpuCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern)
+GpuCache::GpuCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern, Device dev)
     : ModelCache(capacity), kv_(static_cast<size_t>(c.n_layers)), index_k_(static_cast<size_t>(c.n_layers)) {
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    kv_[l] = Tensor::zeros({capacity, c.kv_lora_rank + c.qk_rope_dim}, DType::BF16, Device::CUDA);
+    kv_[l] = Tensor::zeros({capacity, c.kv_lora_rank + c.qk_rope_dim}, DType::BF16, dev);
     if (pattern && pattern->is_full(l))
-      index_k_[l] = Tensor::zeros({capacity, c.index_head_dim}, DType::BF16, Device::CUDA);
+      index_k_[l] = Tensor::zeros({capacity, c.index_head_dim}, DType::BF16, dev);
   }
 }
 
@@ -81,27 +82,27 @@ int64_t GpuCache::index_bytes() const {
 }
 
 GpuForward::GpuForward(const MlaMoeConfig& c, const RopeTable& rope, const std::vector<LayerWeights>& layers,
-                       const Tensor& final_norm, const Tensor& lm_head)
-    : c_(c), attention_factor_(rope.attention_factor()) {
+                       const Tensor& final_norm, const Tensor& lm_head, Device dev)
+    : c_(c), dev_(dev), attention_factor_(rope.attention_factor()) {
   Tensor inv = Tensor::empty({static_cast<int64_t>(rope.inv_freq().size())}, DType::F32);
   std::copy(rope.inv_freq().begin(), rope.inv_freq().end(), inv.data<float>());
-  inv_freq_ = inv.to(Device::CUDA);
+  inv_freq_ = inv.to(dev);
   router_.top_k = c.n_experts_per_tok;
   router_.n_group = c.n_group;
   router_.topk_group = c.topk_group;
   router_.norm_topk_prob = c.norm_topk_prob;
   router_.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
   layers_.reserve(layers.size());
-  for (const LayerWeights& w : layers) layers_.push_back(upload_layer(c, w));
-  final_norm_ = upload_f32(final_norm);
-  lm_head_ = upload_bf16(lm_head);
+  for (const LayerWeights& w : layers) layers_.push_back(upload_layer(c, w, dev));
+  final_norm_ = upload_f32(final_norm, dev);
+  lm_head_ = upload_bf16(lm_head, dev);
 }
 
 void GpuForward::sync_indexers(const std::vector<LayerWeights>& layers, const LayerPattern& pattern) {
   for (int64_t l : pattern.full_layers()) {
     GpuLayer& g = layers_[static_cast<size_t>(l)];
     const IndexerWeights& w = layers[static_cast<size_t>(l)].indexer;
-    if (!g.indexer.loaded() && w.loaded()) g.indexer = upload_indexer(c_, w);
+    if (!g.indexer.loaded() && w.loaded()) g.indexer = upload_indexer(c_, w, dev_);
   }
 }
 
@@ -112,7 +113,7 @@ int64_t GpuForward::weight_bytes() const {
 }
 
 std::unique_ptr<ModelCache> GpuForward::make_cache(int64_t capacity, const LayerPattern* pattern) const {
-  return std::make_unique<GpuCache>(c_, capacity, pattern);
+  return std::make_unique<GpuCache>(c_, capacity, pattern, dev_);
 }
 
 gpu::RopeArgs GpuForward::rope_args(MlaRope style) const {
@@ -131,14 +132,14 @@ Tensor GpuForward::query(const GpuLayer& g, const Tensor& h_bf, int64_t p0, Tens
   } else {
     q = gemm(h_bf, g.q_proj);
   }
-  gpu::rope_rows(q.data<float>(), n, H, H * qk, qk, c_.qk_nope_dim, rope_args(c_.mla_rope), p0);
+  gpu::rope_rows(dev_, q.data<float>(), n, H, H * qk, qk, c_.qk_nope_dim, rope_args(c_.mla_rope), p0);
   return q.reshape({n, H, qk});
 }
 
 void GpuForward::write_kv(const GpuLayer& g, const Tensor& h_bf, Tensor& kv, int64_t p0) const {
   Tensor kva = gemm(h_bf, g.kv_a);
   add_bias(kva, g.kv_a_bias);
-  gpu::kv_rows(kva.data<float>(), h_bf.dim(0), c_.kv_lora_rank, g.kv_a_norm.data<float>(), kLoraNormEps,
+  gpu::kv_rows(dev_, kva.data<float>(), h_bf.dim(0), c_.kv_lora_rank, g.kv_a_norm.data<float>(), kLoraNormEps,
                rope_args(c_.mla_rope), p0, kv.data<uint16_t>());
 }
 
@@ -152,17 +153,17 @@ Tensor GpuForward::select(int64_t l, const Tensor& h_bf, const Tensor& ql_bf, Te
   const int64_t n = h_bf.dim(0), Hi = c_.index_n_heads, Di = c_.index_head_dim;
   const int li = static_cast<int>(l);
   Tensor q = gemm(ql_bf, w.wq_b);  // [n, Hi * Di]
-  gpu::rope_rows(q.data<float>(), n, Hi, Hi * Di, Di, 0, rope_args(c_.index_rope), p0);
+  gpu::rope_rows(dev_, q.data<float>(), n, Hi, Hi * Di, Di, 0, rope_args(c_.index_rope), p0);
   Tensor k = gemm(h_bf, w.wk);  // [n, Di]
   ops::layer_norm(k, w.k_norm, w.k_bias, kKeyNormEps, k);
-  gpu::rope_rows(k.data<float>(), n, 1, Di, Di, 0, rope_args(c_.index_rope), p0);
+  gpu::rope_rows(dev_, k.data<float>(), n, 1, Di, Di, 0, rope_args(c_.index_rope), p0);
   Tensor new_keys = keys.slice_rows(p0, p0 + n);
   ops::to_bf16(k, new_keys);
   const Tensor wt = gemm(h_bf, w.weights);  // [n, Hi], Hi^-1/2 Di^-1/2 folded in
   tap_if(tap, "index_q", li, q.reshape({n, Hi, Di}));
   tap_if(tap, "index_k", li, k);
   tap_if(tap, "index_w", li, wt);
-  Tensor topk = Tensor::empty({n, c_.index_topk}, DType::I32, Device::CUDA);
+  Tensor topk = Tensor::empty({n, c_.index_topk}, DType::I32, dev_);
   ops::indexer_topk(to_bf16(q).reshape({n, Hi, Di}), keys.slice_rows(0, p0 + n), Tensor(), wt, p0, topk);
   return topk;
 }
@@ -171,30 +172,30 @@ void GpuForward::attend(const GpuLayer& g, const Tensor& q, const Tensor& kv, co
   const int64_t n = q.dim(0), H = c_.n_heads, nope = c_.qk_nope_dim, R = c_.qk_rope_dim, v = c_.v_head_dim;
   const int64_t L = c_.kv_lora_rank;
   // The absorbed query: per head q_nope [n, nope] @ W_uk^T [L, nope]^T -> [n, L].
-  Tensor q_nope = device_bf16({H * n, nope});
-  Tensor q576 = device_bf16({n, H, L + R});
-  gpu::split_query(q.data<float>(), n, H, nope, R, L, q_nope.data<uint16_t>(), q576.data<uint16_t>());
-  Tensor q_abs = device_f32({H * n, L});
+  Tensor q_nope = bf16_like(q, {H * n, nope});
+  Tensor q576 = bf16_like(q, {n, H, L + R});
+  gpu::split_query(dev_, q.data<float>(), n, H, nope, R, L, q_nope.data<uint16_t>(), q576.data<uint16_t>());
+  Tensor q_abs = f32_like(q, {H * n, L});
   for (int64_t h = 0; h < H; ++h) {
     Tensor y = q_abs.slice_rows(h * n, (h + 1) * n);
     ops::gemm_bf16(q_nope.slice_rows(h * n, (h + 1) * n), g.w_uk_t.slice_rows(h * L, (h + 1) * L), y);
   }
-  gpu::heads_to_tokens(q_abs.data<float>(), n, H, L, q576.data<uint16_t>(), L + R, 0);
+  gpu::heads_to_tokens(dev_, q_abs.data<float>(), n, H, L, q576.data<uint16_t>(), L + R, 0);
 
-  Tensor lat = device_f32({n, H, L});
+  Tensor lat = f32_like(q, {n, H, L});
   ops::sparse_mla(q576, kv, sel, static_cast<float>(c_.softmax_scale()), lat);
 
   // Values: per head the weighted latent [n, L] @ W_uv [v, L]^T (kv_b's v rows of the head).
-  Tensor lat_hm = device_bf16({H * n, L});
-  gpu::tokens_to_heads(lat.data<float>(), n, H, L, lat_hm.data<uint16_t>());
-  Tensor att_hm = device_f32({H * n, v});
+  Tensor lat_hm = bf16_like(q, {H * n, L});
+  gpu::tokens_to_heads(dev_, lat.data<float>(), n, H, L, lat_hm.data<uint16_t>());
+  Tensor att_hm = f32_like(q, {H * n, v});
   for (int64_t h = 0; h < H; ++h) {
     Tensor y = att_hm.slice_rows(h * n, (h + 1) * n);
     const int64_t r0 = h * (nope + v) + nope;
     ops::gemm_bf16(lat_hm.slice_rows(h * n, (h + 1) * n), g.kv_b.slice_rows(r0, r0 + v), y);
   }
-  Tensor att = device_bf16({n, H * v});
-  gpu::heads_to_tokens(att_hm.data<float>(), n, H, v, att.data<uint16_t>(), v, 0);
+  Tensor att = bf16_like(q, {n, H * v});
+  gpu::heads_to_tokens(dev_, att_hm.data<float>(), n, H, v, att.data<uint16_t>(), v, 0);
   ops::gemm_bf16(att, g.o, x, /*accumulate=*/true);
   add_bias(x, g.o_bias);
 }
@@ -205,12 +206,12 @@ void GpuForward::ffn(int layer, const GpuLayer& g, Tensor& x, const GpuTap& tap)
   tap_if(tap, "ffn_norm", layer, h);
   const Tensor h_bf = to_bf16(h);
   if (!g.moe) return mlp(g.mlp, h_bf, x);
-  Tensor ids = Tensor::empty({n, K}, DType::I32, Device::CUDA);
-  Tensor weights = device_f32({n, K});
+  Tensor ids = Tensor::empty({n, K}, DType::I32, dev_);
+  Tensor weights = f32_like(x, {n, K});
   ops::moe_route(h, g.router, g.router_bias, router_, ids, weights);
   tap_if(tap, "moe_route", layer, ids);
   tap_if(tap, "moe_weights", layer, weights);
-  Tensor routed = device_f32({n, c_.hidden});
+  Tensor routed = f32_like(x, {n, c_.hidden});
   ops::moe_experts(h_bf, ids, weights, g.gate_up, g.down, routed);
   ops::add_inplace(x, routed);
   if (g.shared.defined()) mlp(g.shared, h_bf, x);
@@ -222,7 +223,7 @@ void GpuForward::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& c
   IC_CHECK(gc, "forward_layers: the cache was not made by a DSA-family model on the GPU");
   IC_CHECK(0 <= l0 && l0 <= l1 && l1 <= c_.n_layers, "forward_layers: layers [{}, {}) outside [0, {})", l0, l1,
            c_.n_layers);
-  check_tensor(x, "forward_layers x", DType::F32, Device::CUDA, 2);
+  check_tensor(x, "forward_layers x", DType::F32, dev_, 2);
   IC_CHECK(x.dim(1) == c_.hidden, "forward_layers: x {} must have {} columns", x.desc(), c_.hidden);
   const int64_t n = x.dim(0);
   IC_CHECK(p0 >= 0 && p0 + n <= gc->capacity(), "forward_layers: positions [{}, {}) exceed the cache capacity {}", p0,
@@ -237,8 +238,8 @@ void GpuForward::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& c
   // Dense attention is sparse MLA over every causal key: one index list for all layers.
   Tensor causal;
   if (!reuse.sparse()) {
-    causal = Tensor::empty({n, p0 + n}, DType::I32, Device::CUDA);
-    gpu::causal_indices(causal.data<int32_t>(), n, p0 + n, p0);
+    causal = Tensor::empty({n, p0 + n}, DType::I32, dev_);
+    gpu::causal_indices(dev_, causal.data<int32_t>(), n, p0 + n, p0);
   }
   for (int64_t l = l0; l < l1; ++l) {
     const GpuLayer& g = layers_[static_cast<size_t>(l)];
@@ -258,9 +259,9 @@ void GpuForward::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& c
         ++stats.indexer_layer_runs;
       }
       sel = &reuse.selection(l);
-      IC_CHECK(sel->rank() == 2 && sel->dim(0) == n && sel->dtype() == DType::I32 && sel->device() == Device::CUDA,
+      IC_CHECK(sel->rank() == 2 && sel->dim(0) == n && sel->dtype() == DType::I32 && sel->device() == dev_,
                "forward_layers: layer {} was handed a selection {} for {} tokens; the GPU path needs I32 [{}, k] on "
-               "the GPU", l, sel->desc(), n, n);
+               "{}", l, sel->desc(), n, n, device_name(dev_));
       tap_if(tap, "topk", li, *sel);
     }
     attend(g, q, kv.slice_rows(0, p0 + n), *sel, x);
@@ -270,11 +271,11 @@ void GpuForward::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& c
 }
 
 Tensor GpuForward::logits(const Tensor& x, const GpuTap& tap) const {
-  check_tensor(x, "output x", DType::F32, Device::CUDA, 2);
+  check_tensor(x, "output x", DType::F32, dev_, 2);
   IC_CHECK(x.dim(1) == c_.hidden, "output: x {} must have {} columns", x.desc(), c_.hidden);
   const Tensor h = rms_norm(x, final_norm_, static_cast<float>(c_.rms_norm_eps));
   tap_if(tap, "result_norm", -1, h);
-  Tensor z = device_f32({x.dim(0), c_.vocab});
+  Tensor z = f32_like(x, {x.dim(0), c_.vocab});
   ops::gemm_bf16(to_bf16(h), lm_head_, z);
   return z;
 }
@@ -294,7 +295,7 @@ void GpuForward::output_logprobs(const Tensor& x, std::span<const int32_t> targe
   if (rows == 0) return;
   const Tensor z = logits(x, tap);
   const Tensor target = Tensor::borrow(const_cast<int32_t*>(targets.data()), {rows}, DType::I32);
-  Tensor lp = device_f32({rows});
+  Tensor lp = f32_like(z, {rows});
   ops::token_logprob(z, target, lp);
   Tensor host = Tensor::borrow(out, {rows}, DType::F32);
   host.copy_from(lp);

@@ -35,7 +35,7 @@ namespace ic::dsa {
 // the pattern it was made for the indexer keys, BF16 [capacity, index_head_dim].
 class GpuCache final : public ModelCache {
  public:
-  GpuCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern);
+  GpuCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern, Device dev);
   Tensor& kv(int64_t layer) { return kv_[static_cast<size_t>(layer)]; }
   Tensor& index_k(int64_t layer) { return index_k_[static_cast<size_t>(layer)]; }  // may be undefined
   int64_t bytes() const override;
@@ -52,19 +52,22 @@ using GpuTap = std::function<void(const char* name, int layer, const Tensor& t)>
 class GpuForward {
  public:
   // Uploads every layer (with the indexers loaded on the host), the final norm and the head.
-  // check_gpu_dims(c) must have passed.
+  // check_gpu_dims(c) must have passed. dev is the GPU; Device::CPU runs the same path (bf16
+  // weights and activations, the same ops and roundings) on the host, which tests use to check
+  // its logic without a device.
   GpuForward(const MlaMoeConfig& c, const RopeTable& rope, const std::vector<LayerWeights>& layers,
-             const Tensor& final_norm, const Tensor& lm_head);
+             const Tensor& final_norm, const Tensor& lm_head, Device dev = Device::CUDA);
+  Device device() const { return dev_; }
 
   // Uploads the indexers of `pattern`'s F layers that the host holds and the GPU does not yet.
   void sync_indexers(const std::vector<LayerWeights>& layers, const LayerPattern& pattern);
   int64_t weight_bytes() const;
   std::unique_ptr<ModelCache> make_cache(int64_t capacity, const LayerPattern* pattern) const;
 
-  // Model::forward_layers on the GPU: x F32 [n, hidden] on the GPU; the cache a GpuCache.
+  // Model::forward_layers on the GPU: x F32 [n, hidden] on device(); the cache a GpuCache.
   void forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0, IndexReuse& reuse,
                       const GpuTap& tap, ForwardStats& stats);
-  // Final norm and head: F32 [rows, vocab] on the GPU.
+  // Final norm and head: F32 [rows, vocab] on device().
   Tensor logits(const Tensor& x, const GpuTap& tap) const;
   void output_logits(const Tensor& x, float* logits, const GpuTap& tap) const;
   void output_logprobs(const Tensor& x, std::span<const int32_t> targets, float* out, const GpuTap& tap) const;
@@ -82,6 +85,7 @@ class GpuForward {
   void ffn(int layer, const GpuLayer& g, Tensor& x, const GpuTap& tap) const;
 
   MlaMoeConfig c_;
+  Device dev_;
   Tensor inv_freq_;  // F32 [rope / 2] on the GPU
   double attention_factor_ = 1.0;
   ops::MoeRouterConfig router_;

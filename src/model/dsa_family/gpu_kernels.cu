@@ -10,7 +10,7 @@
 #include "core/cuda_reduce.cuh"
 #include "model/dsa_family/gpu_kernels.h"
 
-namespace ic::dsa::gpu {
+namespace ic::dsa::gpu::cuda {
 
 namespace {
 
@@ -173,4 +173,4 @@ void add_bias(float* y, const float* b, int64_t n, int64_t d) {
   IC_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace ic::dsa::gpu
+}  // namespace ic::dsa::gpu::cuda

@@ -3,7 +3,7 @@
 #include "core/device.h"
 #include "model/dsa_family/gpu_kernels.h"
 
-namespace ic::dsa::gpu {
+namespace ic::dsa::gpu::cuda {
 
 void rope_rows(float*, int64_t, int64_t, int64_t, int64_t, int64_t, const RopeArgs&, int64_t) {
   fail_no_cuda("dsa rope_rows");
@@ -21,4 +21,4 @@ void tokens_to_heads(const float*, int64_t, int64_t, int64_t, uint16_t*) { fail_
 void causal_indices(int32_t*, int64_t, int64_t, int64_t) { fail_no_cuda("dsa causal_indices"); }
 void add_bias(float*, const float*, int64_t, int64_t) { fail_no_cuda("dsa add_bias"); }
 
-}  // namespace ic::dsa::gpu
+}  // namespace ic::dsa::gpu::cuda

@@ -56,12 +56,13 @@ struct GpuLayer {
 // the GPU indexer takes index_head_dim 64 or 128 and at most 64 heads; top-k at most 2048).
 void check_gpu_dims(const MlaMoeConfig& c, const std::string& dir);
 
-// F32 host tensor -> BF16 (round to nearest even) on the GPU; undefined stays undefined.
-Tensor upload_bf16(const Tensor& host_f32);
-// F32 host tensor -> F32 on the GPU; undefined stays undefined.
-Tensor upload_f32(const Tensor& host_f32);
+// F32 host tensor -> BF16 (round to nearest even) on `dev` (the GPU; the CPU where the path's
+// arithmetic is tested on the host); undefined stays undefined.
+Tensor upload_bf16(const Tensor& host_f32, Device dev);
+// F32 host tensor -> F32 on `dev`; undefined stays undefined.
+Tensor upload_f32(const Tensor& host_f32, Device dev);
 
-GpuLayer upload_layer(const MlaMoeConfig& c, const LayerWeights& w);
-GpuIndexer upload_indexer(const MlaMoeConfig& c, const IndexerWeights& w);
+GpuLayer upload_layer(const MlaMoeConfig& c, const LayerWeights& w, Device dev);
+GpuIndexer upload_indexer(const MlaMoeConfig& c, const IndexerWeights& w, Device dev);
 
 }  // namespace ic::dsa
