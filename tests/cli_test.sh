@@ -87,6 +87,19 @@ assert len(j["trajectory"]) == 3 and j["trajectory"][-1]["pattern"] == "FSSS", j
 PY
     "$bin" overlap -m "$dsa" -f "$tmp/t.txt" --ctx 64 --json "$tmp/o.json" >/dev/null 2>&1 || fail "overlap failed"
     python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["n_layers"] == 4 and j["topk"] == 8, j' "$tmp/o.json" || exit 1
+    "$bin" eval -m "$dsa" --config dsa=model --config q=model@freq=2 -f "$tmp/t.txt" --ctx 64 --sections ppl,passkey \
+      --passkey-lengths 160 --passkey-trials 2 --passkey-depths 50 --json "$tmp/e.json" >/dev/null 2>&1 || fail "eval failed"
+    python3 - "$tmp/e.json" <<'PY' || exit 1
+import json, sys
+j = json.load(open(sys.argv[1]))
+c = {x["name"]: x for x in j["configs"]}
+assert c["dsa"]["pattern"] == "FFFF" and c["q"]["pattern"] == "FSFS", c
+assert c["dsa"]["perplexity"][0]["ppl"] != c["q"]["perplexity"][0]["ppl"], c
+assert c["q"]["passkey"]["cells"][0]["trials"] == 2, c["q"]["passkey"]
+PY
+    expect_error "has no indexer tensors" "$bin" eval -m "$src/tests/data/hf/glm_moe_dsa-shared-tiny" --config a=model \
+      --config b=model@FFFF -f "$tmp/t.txt" --ctx 64 --sections ppl
+    expect_error "no dense form" "$bin" eval -m "$dsa" --config a=dense -f "$tmp/t.txt" --ctx 64 --sections ppl
     expect_error "carries its own" "$bin" search -m "$dsa" --indexers x -f "$tmp/t.txt"
     expect_error "not supported by it yet" "$bin" distill --mode warmup -m "$dsa" --data "$tmp" --heldout "$tmp" -o "$tmp/x"
     expect_error "carries its own" "$bin" generate -m "$dsa" -p hi -n 1 --indexers x

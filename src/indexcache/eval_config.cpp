@@ -102,11 +102,13 @@ EvalConfig EvalConfig::parse(std::string_view arg) {
   c.indexers = c.spec.substr(0, at);
   IC_CHECK(!c.indexers.empty(), "config '{}': no indexer file before '@'", arg);
   if (at != std::string::npos) c.pattern = PatternChoice::parse(std::string_view(c.spec).substr(at + 1));
+  c.checkpoint = c.indexers == "model";
   return c;
 }
 
 std::shared_ptr<const DsaSpec> EvalConfig::load(int64_t n_layers, int64_t dim, std::optional<int64_t> topk) const {
   if (dense) return nullptr;
+  IC_CHECK(!checkpoint, "config '{}': 'model' names a DSA checkpoint's own indexers, not an indexer file", name);
   return std::make_shared<DsaSpec>(load_indexers(indexers, n_layers, dim, pattern.resolve(n_layers), topk));
 }
 

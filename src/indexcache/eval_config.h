@@ -6,6 +6,8 @@
 //   INDEXERS.safetensors@freq=4[,offset=1]  the index_topk_freq convention
 //   INDEXERS.safetensors@search=FILE.json:1/4   a pattern of `indexcache search`'s JSON,
 //                                           {"patterns": {"1/2": "FSF...", "1/4": ...}}
+//   model[@PATTERN]                         a DSA checkpoint's own indexers, under its
+//                                           config.json pattern or the given one
 // The indexer path must not contain '@'. The same modifier grammar (after the '@') names a
 // pattern elsewhere (`indexcache overlap --pattern`).
 #include <cstdint>
@@ -37,6 +39,7 @@ struct EvalConfig {
   std::string name;
   std::string spec;  // as given, for the record
   bool dense = false;
+  bool checkpoint = false;  // "model[@...]": the DSA checkpoint's own indexers
   std::string indexers;
   PatternChoice pattern;
 
