@@ -127,20 +127,20 @@ struct GpuSide {
   std::unique_ptr<ModelCache> cache(int64_t capacity, const LayerPattern* pattern) const {
     return model ? model->make_cache(capacity) : emulated->make_cache(capacity, pattern);
   }
-  void layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, IndexReuse& reuse, Taps* taps) {
+  void layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, IndexReuse& reuse, Taps* taps, int64_t p0 = 0) {
     auto record = [taps](const std::string& name, int layer, const Tensor& t) {
       (*taps)[name][layer] = t.to(Device::CPU);
     };
     if (model) {
       if (taps) model->set_tensor_callback(record);
-      model->forward_layers(l0, l1, x, cache, 0, reuse);
+      model->forward_layers(l0, l1, x, cache, p0, reuse);
       model->set_tensor_callback(nullptr);
       return;
     }
     dsa::GpuTap tap;
     if (taps) tap = [record](const char* name, int layer, const Tensor& t) { record(name, layer, t); };
     ForwardStats stats;
-    emulated->forward_layers(l0, l1, x, cache, 0, reuse, tap, stats);
+    emulated->forward_layers(l0, l1, x, cache, p0, reuse, tap, stats);
   }
   // Host logits [n, vocab] of a host stream x.
   Tensor logits(const Tensor& x, int64_t vocab) {
@@ -468,6 +468,32 @@ TEST(DsaFamilyCuda, PrefillThenDecodeEqualsOnePrefill) {
                 spec.model_type.c_str(), worst, typical_tol(spec.layers));
     EXPECT_LE(worst, typical_tol(spec.layers)) << spec.model_type;
     EXPECT_EQ(cache->size(), n);
+  }
+}
+
+// The same on the host run of the GPU path, through forward_layers at p0 > 0 (positions, cache
+// rows, the indexer's causal rows and the dense index lists after cached tokens).
+TEST(DsaFamilyGpuPath, PrefillThenDecodeEqualsOnePrefill) {
+  for (const TinySpec& spec : {gpu_spec(TinySpec()), gpu_spec(TinySpec::lite())}) {
+    Pair p(spec, 21, false);
+    const int64_t n = 24, half = 15, V = spec.vocab, L = spec.layers;
+    const std::vector<int32_t> tokens = random_tokens(n, V, 6);
+    const Tensor full = run_gpu(p, tokens, nullptr);
+    auto cache = p.gpu.cache(n, p.cpu->pattern());
+    auto step = [&](int64_t t0, int64_t t1) {
+      Tensor x = p.cpu->embed(std::span(tokens).subspan(t0, t1 - t0));
+      IndexReuse reuse = p.cpu->make_reuse();
+      p.gpu.layers(0, L, x, *cache, reuse, nullptr, t0);
+      return p.gpu.logits(x, V);
+    };
+    const Tensor part = step(0, half);
+    std::vector<double> e = row_rel_errors(part.data<float>(), full.data<float>(), half, V);
+    for (int64_t t = half; t < n; ++t)
+      e.push_back(row_rel_errors(step(t, t + 1).data<float>(), full.data<float>() + t * V, 1, V)[0]);
+    const double worst = *std::max_element(e.begin(), e.end());
+    std::printf("[ dsa family gpu path (host) %s decode vs prefill ] worst row rel. error %.2e\n",
+                spec.model_type.c_str(), worst);
+    EXPECT_LE(worst, typical_tol(L)) << spec.model_type;
   }
 }
 
