@@ -361,6 +361,78 @@ TEST(DsaFamilyCuda, IndexerDimsTheGpuCannotTakeAreNamed) {
 // ------------------------------------------------------------------------------------------------
 // On the GPU
 
+// The small kernels against their CPU twins (gpu_kernels.cpp), which the host run of the path
+// checks against the reference: bf16 outputs bit for bit (both round f32 to nearest even), f32
+// RoPE outputs within 2 f32 ulps (device and host cos/sin of one double may differ in the last bit).
+TEST(DsaFamilyCuda, SmallKernelsMatchTheirCpuTwins) {
+  IC_CUDA_OR_SKIP();
+  std::mt19937 rng(7);
+  const int64_t n = 5, H = 3, nope = 32, R = 64, L = 512, p0 = 9;
+  const dsa::RopeTable table(RopeScaling{}, R);
+  Tensor inv = Tensor::empty({R / 2}, DType::F32);
+  std::copy(table.inv_freq().begin(), table.inv_freq().end(), inv.data<float>());
+  const Tensor inv_d = inv.to(Device::CUDA);
+  auto same_bits = [](const Tensor& a, const Tensor& b) {
+    const Tensor h = b.to(Device::CPU);
+    return std::equal(a.data<uint16_t>(), a.data<uint16_t>() + a.numel(), h.data<uint16_t>());
+  };
+  for (bool interleave : {false, true}) {
+    dsa::gpu::RopeArgs rc{inv.data<float>(), R, 1.07, interleave}, rd = rc;
+    rd.inv_freq = inv_d.data<float>();
+    // rope_rows on [n, H, nope + R] at offset nope.
+    Tensor q = test::random_tensor({n, H, nope + R}, rng, 1.0), qd = q.to(Device::CUDA);
+    dsa::gpu::rope_rows(Device::CPU, q.data<float>(), n, H, H * (nope + R), nope + R, nope, rc, p0);
+    dsa::gpu::rope_rows(Device::CUDA, qd.data<float>(), n, H, H * (nope + R), nope + R, nope, rd, p0);
+    const Tensor qh = qd.to(Device::CPU);
+    for (int64_t i = 0; i < q.numel(); ++i)
+      EXPECT_NEAR(qh.data<float>()[i], q.data<float>()[i], 2.4e-7 * std::max(1.0f, std::fabs(q.data<float>()[i])));
+    // kv_rows into a cache at rows p0 ..
+    const Tensor kva = test::random_tensor({n, L + R}, rng, 1.0), w = test::random_tensor({L}, rng, 0.25, 1.0);
+    const Tensor kva_d = kva.to(Device::CUDA), w_d = w.to(Device::CUDA);
+    Tensor cache = Tensor::zeros({p0 + n, L + R}, DType::BF16), cache_d = Tensor::zeros({p0 + n, L + R}, DType::BF16,
+                                                                                        Device::CUDA);
+    dsa::gpu::kv_rows(Device::CPU, kva.data<float>(), n, L, w.data<float>(), 1e-6f, rc, p0, cache.data<uint16_t>());
+    dsa::gpu::kv_rows(Device::CUDA, kva_d.data<float>(), n, L, w_d.data<float>(), 1e-6f, rd, p0,
+                      cache_d.data<uint16_t>());
+    const Tensor ch = cache_d.to(Device::CPU);
+    int64_t off_by_one = 0;  // a RoPE value one f32 ulp apart may round to a neighbouring bf16
+    for (int64_t i = 0; i < cache.numel(); ++i) {
+      const int d = std::abs(int(cache.data<uint16_t>()[i]) - int(ch.data<uint16_t>()[i]));
+      EXPECT_LE(d, 1) << i;
+      off_by_one += d;
+    }
+    EXPECT_LE(off_by_one, 2) << "interleave " << interleave;
+  }
+  // The reshuffles and the index list: bit for bit.
+  const Tensor q = test::random_tensor({n, H, nope + R}, rng, 1.0), qd = q.to(Device::CUDA);
+  Tensor qn = Tensor::zeros({H * n, nope}, DType::BF16), qn_d = Tensor::zeros({H * n, nope}, DType::BF16, Device::CUDA);
+  Tensor q576 = Tensor::zeros({n, H, L + R}, DType::BF16), q576_d = Tensor::zeros({n, H, L + R}, DType::BF16,
+                                                                                     Device::CUDA);
+  dsa::gpu::split_query(Device::CPU, q.data<float>(), n, H, nope, R, L, qn.data<uint16_t>(), q576.data<uint16_t>());
+  dsa::gpu::split_query(Device::CUDA, qd.data<float>(), n, H, nope, R, L, qn_d.data<uint16_t>(),
+                        q576_d.data<uint16_t>());
+  const Tensor hm = test::random_tensor({H * n, L}, rng, 1.0), hm_d = hm.to(Device::CUDA);
+  dsa::gpu::heads_to_tokens(Device::CPU, hm.data<float>(), n, H, L, q576.data<uint16_t>(), L + R, 0);
+  dsa::gpu::heads_to_tokens(Device::CUDA, hm_d.data<float>(), n, H, L, q576_d.data<uint16_t>(), L + R, 0);
+  EXPECT_TRUE(same_bits(qn, qn_d));
+  EXPECT_TRUE(same_bits(q576, q576_d));
+  Tensor th = Tensor::zeros({H * n, L}, DType::BF16), th_d = Tensor::zeros({H * n, L}, DType::BF16, Device::CUDA);
+  dsa::gpu::tokens_to_heads(Device::CPU, hm.data<float>(), n, H, L, th.data<uint16_t>());
+  dsa::gpu::tokens_to_heads(Device::CUDA, hm_d.data<float>(), n, H, L, th_d.data<uint16_t>());
+  EXPECT_TRUE(same_bits(th, th_d));
+  Tensor idx = Tensor::empty({n, p0 + n}, DType::I32), idx_d = Tensor::empty({n, p0 + n}, DType::I32, Device::CUDA);
+  dsa::gpu::causal_indices(Device::CPU, idx.data<int32_t>(), n, p0 + n, p0);
+  dsa::gpu::causal_indices(Device::CUDA, idx_d.data<int32_t>(), n, p0 + n, p0);
+  const Tensor idx_h = idx_d.to(Device::CPU);
+  EXPECT_TRUE(std::equal(idx.data<int32_t>(), idx.data<int32_t>() + idx.numel(), idx_h.data<int32_t>()));
+  Tensor y = test::random_tensor({n, 7}, rng, 1.0), yd = y.to(Device::CUDA);
+  const Tensor b = test::random_tensor({7}, rng, 1.0), bd = b.to(Device::CUDA);
+  dsa::gpu::add_bias(Device::CPU, y.data<float>(), b.data<float>(), n, 7);
+  dsa::gpu::add_bias(Device::CUDA, yd.data<float>(), bd.data<float>(), n, 7);
+  const Tensor yh = yd.to(Device::CPU);
+  EXPECT_TRUE(std::equal(y.data<float>(), y.data<float>() + y.numel(), yh.data<float>()));
+}
+
 // The four comparisons, on the device (DsaFamilyCuda) or with the GPU path run on the host
 // (DsaFamilyGpuPath: every build).
 void deepseek_layers(bool dev) {
