@@ -3,12 +3,10 @@
 // model.safetensors in the checkpoint's own names and [out, in] layouts, f32), and the helpers the
 // DSA family's tests share.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -18,48 +16,15 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 
 namespace ic::test {
 
 namespace fs = std::filesystem;
 
-// The message of the ic::Error `f` throws ("" and a test failure when it throws none).
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ic exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
-
-#define EXPECT_DSA_ERROR(stmt, substr)                                                                 \
-  do {                                                                                                 \
-    const std::string msg_ = ::ic::test::error_of([&] { stmt; });                                      \
-    EXPECT_NE(msg_.find(substr), std::string::npos) << "expected \"" << (substr) << "\" in: " << msg_; \
-  } while (0)
-
-struct TempFolder {
-  fs::path path;
-  TempFolder() {
-    static int counter = 0;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::temp_directory_path() / fmt::format("ic_dsa_{}_{}_{}", ::getpid(), info->name(), counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempFolder() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  TempFolder(const TempFolder&) = delete;
-  TempFolder& operator=(const TempFolder&) = delete;
-  std::string str() const { return path.string(); }
-};
+// The shared helpers under the names the DSA family tests use.
+#define EXPECT_DSA_ERROR(stmt, substr) EXPECT_IC_ERROR(stmt, substr)
+using TempFolder = TempDir;
 
 // A small model of one architecture; every field goes to config.json under HF's key.
 struct TinySpec {

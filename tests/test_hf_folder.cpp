@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "io/hf_folder.h"
 #include "model/pattern_conventions.h"
+#include "test_util.h"
 
 namespace ic::hf {
 namespace {
@@ -26,42 +27,8 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 namespace st = ic::safetensors;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ic exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
-
-#define EXPECT_IC_ERROR(stmt, substr)                                                      \
-  do {                                                                                     \
-    const std::string msg_ = error_of([&] { stmt; });                                      \
-    EXPECT_NE(msg_.find(substr), std::string::npos) << "expected \"" << (substr) << "\" in: " << msg_; \
-  } while (0)
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::temp_directory_path() /
-           fmt::format("ic_hf_{}_{}_{}", ::getpid(), info->name(), counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string str() const { return path.string(); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using test::error_of;
+using test::TempDir;
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;

@@ -5,18 +5,12 @@
 
 #include "core/error.h"
 #include "model/index_reuse.h"
+#include "test_util.h"
 
 namespace ic {
 namespace {
 
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 Tensor selection(int64_t n, int64_t k, int32_t fill) {
   Tensor t = Tensor::empty({n, k}, DType::I32);

@@ -2,18 +2,12 @@
 
 #include "core/error.h"
 #include "model/layer_pattern.h"
+#include "test_util.h"
 
 namespace ic {
 namespace {
 
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(Pattern, ParsesLettersAndResolvesSources) {
   const LayerPattern p = LayerPattern::parse("FSSF S", 5);

@@ -2,37 +2,18 @@
 // rules' definitions, plus round trips and the errors.
 #include <gtest/gtest.h>
 
-#include <functional>
 #include <random>
 #include <string>
 
 #include "core/error.h"
 #include "io/hf_folder.h"
 #include "model/pattern_conventions.h"
+#include "test_util.h"
 
 namespace ic {
 namespace {
 
 constexpr PatternRule kRules[] = {PatternRule::THUDM, PatternRule::SGLang, PatternRule::HF};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ic exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
-
-#define EXPECT_IC_ERROR(stmt, substr)                                                      \
-  do {                                                                                     \
-    const std::string msg_ = error_of([&] { stmt; });                                      \
-    EXPECT_NE(msg_.find(substr), std::string::npos) << "expected \"" << (substr) << "\" in: " << msg_; \
-  } while (0)
 
 hf::Config cfg(const std::string& body) { return hf::Config::parse("{" + body + "}", "/m/config.json"); }
 

@@ -4,7 +4,6 @@
 // vLLM and TensorRT-LLM readings against a slow restatement of their sources; the errors.
 #include <gtest/gtest.h>
 
-#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -13,30 +12,12 @@
 #include "indexcache/pattern_export.h"
 #include "io/hf_folder.h"
 #include "model/pattern_conventions.h"
+#include "test_util.h"
 
 namespace ic {
 namespace {
 
 using json = nlohmann::json;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ic exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
-
-#define EXPECT_IC_ERROR(stmt, substr)                                                      \
-  do {                                                                                     \
-    const std::string msg_ = error_of([&] { stmt; });                                      \
-    EXPECT_NE(msg_.find(substr), std::string::npos) << "expected \"" << (substr) << "\" in: " << msg_; \
-  } while (0)
 
 hf::Config cfg(const json& j) { return hf::Config::parse(j.dump(), "/m/config.json"); }
 

@@ -16,52 +16,15 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 
 namespace ic::safetensors {
 namespace {
 
 namespace fs = std::filesystem;
 
-// The message of the ic::Error that f throws; records a failure if it throws nothing or
-// something else.
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ic exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
-
-#define EXPECT_IC_ERROR(stmt, substr)                                            \
-  do {                                                                           \
-    const std::string msg_ = error_of([&] { stmt; });                            \
-    EXPECT_NE(msg_.find(substr), std::string::npos)                              \
-        << "expected \"" << (substr) << "\" in: " << msg_;                       \
-  } while (0)
-
-// A fresh directory removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::temp_directory_path() / fmt::format("ic_st_{}_{}_{}_{}", ::getpid(),
-                                                   info->test_suite_name(), info->name(),
-                                                   counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using test::error_of;
+using test::TempDir;
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

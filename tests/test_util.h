@@ -2,10 +2,18 @@
 // Helpers shared by the test files.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <system_error>
 #include <vector>
+
+#include "core/error.h"
 
 namespace ic::test {
 
@@ -46,6 +54,44 @@ inline std::string test_model_path_or_skip() {
   return path;
 }
 
+// The message of the ic::Error that `f` throws; records a test failure (and returns "") when it
+// throws nothing or an exception of another kind.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw a non-ic exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "did not throw";
+  return "";
+}
+
+// A fresh directory under the system temp folder, named after the running test (`prefix` tells
+// the test files apart), removed with everything in it at scope exit.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& prefix = "ic") {
+    static int counter = 0;
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path = std::filesystem::temp_directory_path() /
+           fmt::format("{}_{}_{}_{}_{}", prefix, ::getpid(), info ? info->test_suite_name() : "",
+                       info ? info->name() : "", counter++);
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str() const { return path.string(); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
 // The 256 byte tokens of a GPT-2 byte-level vocabulary, in byte order, written out from
 // bytes_to_unicode's definition (printable Latin-1 bytes stand for themselves, the other 68 for
 // U+0100.. in order), independently of io/tokenizer.cpp.
@@ -68,6 +114,14 @@ inline std::vector<std::string> byte_level_tokens() {
 }
 
 }  // namespace ic::test
+
+// Expects `stmt` to throw an ic::Error whose message contains `substr` (a std::string or a
+// C string).
+#define EXPECT_IC_ERROR(stmt, substr)                                                           \
+  do {                                                                                          \
+    const std::string msg_ = ::ic::test::error_of([&] { stmt; });                               \
+    EXPECT_NE(msg_.find(substr), std::string::npos) << "expected \"" << (substr) << "\" in: " << msg_; \
+  } while (0)
 
 // Inside a TEST body: declares `const std::string var` holding the model path, or skips the
 // test when the model is absent (fails instead when IC_REQUIRE_MODEL=1). A macro because
