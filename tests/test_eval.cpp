@@ -95,14 +95,7 @@ TEST(EvalConfig, ParsesEveryForm) {
   EXPECT_EQ(c.pattern.resolve(8)->str(), "FSSSFSSS");
 }
 
-void expect_error(const std::function<void()>& f, const std::string& says) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one saying '" << says << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 TEST(EvalConfig, ClearErrors) {
   expect_error([] { EvalConfig::parse("dense"); }, "expected NAME=SPEC");

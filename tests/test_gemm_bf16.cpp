@@ -20,6 +20,7 @@
 #include "core/tensor.h"
 #include "op_test_util.h"
 #include "ops/gemm_bf16.h"
+#include "test_util.h"
 
 namespace ic::ops {
 namespace {
@@ -28,14 +29,7 @@ using test::gamma;
 using test::kU;
 constexpr double kBf16U = 1.0 / 256;  // unit roundoff of bf16 (8 significant bits): 2^-8
 
-void expect_error(const std::function<void()>& f, const std::string& part) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << part << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 std::vector<uint16_t> bf16_of(const std::vector<float>& v) {
   std::vector<uint16_t> r(v.size());

@@ -32,6 +32,7 @@
 #include "op_test_util.h"
 #include "ops/moe_experts.h"
 #include "ops/moe_route.h"
+#include "test_util.h"
 
 namespace ic::ops {
 namespace {
@@ -43,14 +44,7 @@ constexpr double kBf16U = 1.0 / 256;  // unit roundoff of bf16 (8 significant bi
 #define IC_CUDA_OR_SKIP() \
   if (!::ic::cuda_available()) GTEST_SKIP() << "no usable CUDA device (or a CPU-only build)"
 
-void expect_error(const std::function<void()>& f, const std::string& part) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << part << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 

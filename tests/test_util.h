@@ -69,6 +69,13 @@ inline std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
+// The function form of EXPECT_IC_ERROR, for a callable built elsewhere: `f` must throw an
+// ic::Error whose message contains `part`.
+inline void expect_error(const std::function<void()>& f, const std::string& part) {
+  const std::string msg = error_of(f);
+  EXPECT_NE(msg.find(part), std::string::npos) << "expected \"" << part << "\" in: " << msg;
+}
+
 // A fresh directory under the system temp folder, named after the running test (`prefix` tells
 // the test files apart), removed with everything in it at scope exit.
 struct TempDir {
