@@ -22,14 +22,7 @@
 namespace ic {
 namespace {
 
-std::vector<std::string> pieces(PreTokenizer kind, std::string_view text) {
-  std::vector<std::string_view> views;
-  pretokenize(kind, text, views);
-  std::string joined;
-  for (auto v : views) joined += v;
-  EXPECT_EQ(joined, text) << "pieces must cover the text";
-  return {views.begin(), views.end()};
-}
+using test::pieces;
 
 using Pieces = std::vector<std::string>;
 

@@ -17,6 +17,7 @@
 #include "io/pretokenize.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_json.h"
+#include "test_util.h"
 
 namespace ic {
 namespace {
@@ -134,14 +135,7 @@ TEST(HfTokenizerJson, MatchesHfMatchingRules) {
   }
 }
 
-std::vector<std::string> pieces(PreTokenizer kind, std::string_view text) {
-  std::vector<std::string_view> views;
-  pretokenize(kind, text, views);
-  std::string joined;
-  for (auto v : views) joined += v;
-  EXPECT_EQ(joined, text) << "pieces must cover the text";
-  return {views.begin(), views.end()};
-}
+using test::pieces;
 using Pieces = std::vector<std::string>;
 
 TEST(PreTokenize, DeepseekV3Regexes) {

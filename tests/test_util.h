@@ -10,10 +10,12 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
 #include "core/error.h"
+#include "io/pretokenize.h"
 
 namespace ic::test {
 
@@ -98,6 +100,16 @@ struct TempDir {
   std::string str() const { return path.string(); }
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
+
+// The pieces `kind` splits `text` into, as strings; records a failure unless they cover it.
+inline std::vector<std::string> pieces(PreTokenizer kind, std::string_view text) {
+  std::vector<std::string_view> views;
+  pretokenize(kind, text, views);
+  std::string joined;
+  for (auto v : views) joined += v;
+  EXPECT_EQ(joined, text) << "pieces must cover the text";
+  return {views.begin(), views.end()};
+}
 
 // The 256 byte tokens of a GPT-2 byte-level vocabulary, in byte order, written out from
 // bytes_to_unicode's definition (printable Latin-1 bytes stand for themselves, the other 68 for
