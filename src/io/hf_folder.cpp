@@ -6,12 +6,12 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 
 namespace ic::hf {
 
@@ -60,29 +60,14 @@ std::string dims_str(const std::vector<int64_t>& d) {
 // ceil(n / b) for n >= 0, b >= 1, without the overflow of (n + b - 1) / b.
 int64_t blocks(int64_t n, int64_t b) { return n == 0 ? 0 : (n - 1) / b + 1; }
 
-std::string read_config_text(const std::string& path) {
-  std::error_code ec;
-  IC_CHECK(fs::is_regular_file(path, ec), "{} does not exist or is not a regular file", path);
-  const uintmax_t size = fs::file_size(path, ec);
-  IC_CHECK(!ec, "cannot read {}: {}", path, ec.message());
-  IC_CHECK(size <= static_cast<uintmax_t>(kMaxConfigBytes),
-           "{} is {} bytes, more than the {}-byte limit for a config file", path, size,
-           kMaxConfigBytes);
-  std::ifstream in(path, std::ios::binary);
-  IC_CHECK(in.good(), "cannot open {}", path);
-  std::string text(static_cast<size_t>(size), '\0');
-  in.read(text.data(), static_cast<std::streamsize>(size));
-  IC_CHECK(in.gcount() == static_cast<std::streamsize>(size), "short read of {} ({} of {} bytes)",
-           path, in.gcount(), size);
-  return text;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
 // Config
 
-Config Config::load(const std::string& path) { return parse(read_config_text(path), path); }
+Config Config::load(const std::string& path) {
+  return parse(read_file_bounded(path, kMaxConfigBytes, "a config file"), path);
+}
 
 Config Config::parse(std::string_view json_text, std::string name) {
   IC_CHECK(json_text.size() <= static_cast<size_t>(kMaxConfigBytes),

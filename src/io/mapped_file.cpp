@@ -7,6 +7,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 
@@ -53,6 +55,23 @@ MappedBytes MappedBytes::map(const std::string& path, const char* kind) {
 MappedBytes MappedBytes::own(std::vector<uint8_t> bytes) {
   auto buf = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
   return {buf->data(), buf->size(), buf};
+}
+
+std::string read_file_bounded(const std::string& path, uint64_t limit, std::string_view what) {
+  namespace fs = std::filesystem;
+  std::error_code ec;  // the error_code overloads: the throwing ones raise a non-ic exception
+  IC_CHECK(fs::is_regular_file(path, ec), "{} does not exist or is not a regular file", path);
+  const uintmax_t size = fs::file_size(path, ec);
+  IC_CHECK(!ec, "cannot read {}: {}", path, ec.message());
+  IC_CHECK(size <= limit, "{} is {} bytes, more than the {}-byte limit{}{}", path, size, limit,
+           what.empty() ? "" : " for ", what);
+  std::ifstream in(path, std::ios::binary);
+  IC_CHECK(in.good(), "cannot open {}: {}", path, std::strerror(errno));
+  std::string text(static_cast<size_t>(size), '\0');
+  in.read(text.data(), static_cast<std::streamsize>(size));
+  IC_CHECK(in.gcount() == static_cast<std::streamsize>(size), "short read of {} ({} of {} bytes)",
+           path, in.gcount(), size);
+  return text;
 }
 
 }  // namespace ic

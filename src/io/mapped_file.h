@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ic {
@@ -17,5 +18,12 @@ struct MappedBytes {
   static MappedBytes map(const std::string& path, const char* kind);
   static MappedBytes own(std::vector<uint8_t> bytes);
 };
+
+// The whole of a small file (config.json, a safetensors index, tokenizer.json) read into memory,
+// refused before reading when it is larger than `limit` bytes, so a hostile file cannot make us
+// allocate without bound. `what` completes the size error ("... more than the N-byte limit for
+// a config file"; empty: "... limit"). Throws, naming the path: not a regular file, too large,
+// cannot open, short read.
+std::string read_file_bounded(const std::string& path, uint64_t limit, std::string_view what = "");
 
 }  // namespace ic

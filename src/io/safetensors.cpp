@@ -10,10 +10,8 @@
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -416,21 +414,6 @@ bool is_safe_relative(const std::string& name) {
   return true;
 }
 
-std::string read_small_file(const std::string& path, uint64_t limit) {
-  std::error_code ec;
-  const uintmax_t size = fs::file_size(path, ec);
-  IC_CHECK(!ec, "cannot read {}: {}", path, ec.message());
-  IC_CHECK(size <= limit, "{} is {} bytes, more than the {}-byte limit for an index", path, size,
-           limit);
-  std::ifstream in(path, std::ios::binary);
-  IC_CHECK(in.good(), "cannot open {}: {}", path, std::strerror(errno));
-  std::string text(static_cast<size_t>(size), '\0');
-  in.read(text.data(), static_cast<std::streamsize>(size));
-  IC_CHECK(in.gcount() == static_cast<std::streamsize>(size), "short read of {} ({} of {} bytes)",
-           path, in.gcount(), size);
-  return text;
-}
-
 }  // namespace
 
 namespace {
@@ -478,7 +461,7 @@ ShardedModel ShardedModel::open(const std::string& path) {
   }
 
   try {
-    const std::string text = read_small_file(m.index_path_, kMaxHeaderBytes);
+    const std::string text = read_file_bounded(m.index_path_, kMaxHeaderBytes, "an index");
     const json j = parse_json_strict(text, "index", 0);
     IC_CHECK(j.is_object(), "index is a JSON {}, expected an object", j.type_name());
     if (auto md = j.find("metadata"); md != j.end() && !md->is_null()) {

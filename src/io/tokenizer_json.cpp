@@ -1,7 +1,5 @@
 #include "io/tokenizer_json.h"
 
-#include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -11,11 +9,11 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 
 namespace ic {
 namespace {
 
-namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
 // Real tokenizer.json files nest five levels (pre_tokenizer.pretokenizers[i].pattern.Regex); the
@@ -84,21 +82,6 @@ Json parse(const std::string& text, const std::string& name, size_t max_bytes) {
   } catch (const Json::exception& e) {
     fail("{}: {}", name, e.what());
   }
-}
-
-std::string read_file(const std::string& path, size_t max_bytes) {
-  std::error_code ec;
-  IC_CHECK(fs::is_regular_file(path, ec), "{} does not exist or is not a regular file", path);
-  const uintmax_t size = fs::file_size(path, ec);
-  IC_CHECK(!ec, "cannot read {}: {}", path, ec.message());
-  IC_CHECK(size <= max_bytes, "{} is {} bytes, more than the {}-byte limit", path, size, max_bytes);
-  std::ifstream in(path, std::ios::binary);
-  IC_CHECK(in.good(), "cannot open {}", path);
-  std::string text(static_cast<size_t>(size), '\0');
-  in.read(text.data(), static_cast<std::streamsize>(size));
-  IC_CHECK(in.gcount() == static_cast<std::streamsize>(size), "short read of {} ({} of {} bytes)", path,
-           in.gcount(), size);
-  return text;
 }
 
 // Typed reads of one JSON object's fields; `where` names the object in messages
@@ -504,8 +487,8 @@ TokenizerData tokenizer_data_from_json(const std::string& tokenizer_json, const 
 }
 
 TokenizerData tokenizer_data_from_json_files(const std::string& json_path, const std::string& config_path) {
-  const std::string json = read_file(json_path, kMaxTokenizerJsonBytes);
-  const std::string config = config_path.empty() ? std::string() : read_file(config_path, kMaxTokenizerConfigBytes);
+  const std::string json = read_file_bounded(json_path, kMaxTokenizerJsonBytes);
+  const std::string config = config_path.empty() ? std::string() : read_file_bounded(config_path, kMaxTokenizerConfigBytes);
   return tokenizer_data_from_json(json, config, json_path, config_path.empty() ? "tokenizer_config.json" : config_path);
 }
 
