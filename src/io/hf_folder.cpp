@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "io/json_describe.h"
 #include "io/mapped_file.h"
 
 namespace ic::hf {
@@ -24,21 +25,6 @@ using Json = nlohmann::json;
 // Real configs nest three or four levels (rope_scaling, quantization_config); the bound keeps
 // a hostile file from building a deep DOM whose destruction and dump() recurse.
 constexpr int kMaxConfigDepth = 64;
-
-// "a string", "an integer (7)", ...: what a value is, for "is X, Y expected" messages.
-std::string describe(const Json& v) {
-  switch (v.type()) {
-    case Json::value_t::null: return "null";
-    case Json::value_t::boolean: return fmt::format("a boolean ({})", v.get<bool>());
-    case Json::value_t::string: return "a string";
-    case Json::value_t::array: return "an array";
-    case Json::value_t::object: return "an object";
-    case Json::value_t::number_integer: return fmt::format("an integer ({})", v.get<int64_t>());
-    case Json::value_t::number_unsigned: return fmt::format("an integer ({})", v.get<uint64_t>());
-    case Json::value_t::number_float: return fmt::format("a float ({})", v.get<double>());
-    default: return v.type_name();
-  }
-}
 
 // The value as int64, or nullopt when it is not a JSON integer that fits.
 std::optional<int64_t> as_int64(const Json& v) {
@@ -86,7 +72,7 @@ Config Config::parse(std::string_view json_text, std::string name) {
   } catch (const Json::exception& e) {
     fail("{}: {}", name, e.what());
   }
-  IC_CHECK(j.is_object(), "{} is {}, a JSON object expected", name, describe(j));
+  IC_CHECK(j.is_object(), "{} is {}, a JSON object expected", name, describe_json(j));
   Config c;
   c.path_ = std::move(name);
   c.json_ = std::make_shared<const Json>(std::move(j));
@@ -117,8 +103,8 @@ bool Config::has(std::string_view key) const { return find(key) != nullptr; }
 int64_t Config::get_int(std::string_view key) const {
   const Json& v = need(key, "an integer");
   const std::optional<int64_t> i = as_int64(v);
-  if (!i && v.is_number_unsigned()) fail("{} is {}, which does not fit in int64", where(key), describe(v));
-  IC_CHECK(i.has_value(), "{} is {}, an integer expected", where(key), describe(v));
+  if (!i && v.is_number_unsigned()) fail("{} is {}, which does not fit in int64", where(key), describe_json(v));
+  IC_CHECK(i.has_value(), "{} is {}, an integer expected", where(key), describe_json(v));
   return *i;
 }
 
@@ -128,7 +114,7 @@ int64_t Config::get_int_or(std::string_view key, int64_t fallback) const {
 
 double Config::get_float(std::string_view key) const {
   const Json& v = need(key, "a number");
-  IC_CHECK(v.is_number(), "{} is {}, a number expected", where(key), describe(v));
+  IC_CHECK(v.is_number(), "{} is {}, a number expected", where(key), describe_json(v));
   return v.get<double>();
 }
 
@@ -139,13 +125,13 @@ double Config::get_float_or(std::string_view key, double fallback) const {
 bool Config::get_bool_or(std::string_view key, bool fallback) const {
   const Json* v = find(key);
   if (!v) return fallback;
-  IC_CHECK(v->is_boolean(), "{} is {}, a boolean expected", where(key), describe(*v));
+  IC_CHECK(v->is_boolean(), "{} is {}, a boolean expected", where(key), describe_json(*v));
   return v->get<bool>();
 }
 
 std::string Config::get_string(std::string_view key) const {
   const Json& v = need(key, "a string");
-  IC_CHECK(v.is_string(), "{} is {}, a string expected", where(key), describe(v));
+  IC_CHECK(v.is_string(), "{} is {}, a string expected", where(key), describe_json(v));
   return v.get<std::string>();
 }
 
@@ -155,11 +141,11 @@ std::string Config::get_string_or(std::string_view key, std::string fallback) co
 
 std::vector<std::string> Config::get_strings(std::string_view key) const {
   const Json& v = need(key, "an array of strings");
-  IC_CHECK(v.is_array(), "{} is {}, an array of strings expected", where(key), describe(v));
+  IC_CHECK(v.is_array(), "{} is {}, an array of strings expected", where(key), describe_json(v));
   std::vector<std::string> out;
   out.reserve(v.size());
   for (size_t i = 0; i < v.size(); ++i) {
-    IC_CHECK(v[i].is_string(), "{}[{}] is {}, a string expected", where(key), i, describe(v[i]));
+    IC_CHECK(v[i].is_string(), "{}[{}] is {}, a string expected", where(key), i, describe_json(v[i]));
     out.push_back(v[i].get<std::string>());
   }
   return out;
@@ -167,12 +153,12 @@ std::vector<std::string> Config::get_strings(std::string_view key) const {
 
 std::vector<int64_t> Config::get_ints(std::string_view key) const {
   const Json& v = need(key, "an array of integers");
-  IC_CHECK(v.is_array(), "{} is {}, an array of integers expected", where(key), describe(v));
+  IC_CHECK(v.is_array(), "{} is {}, an array of integers expected", where(key), describe_json(v));
   std::vector<int64_t> out;
   out.reserve(v.size());
   for (size_t i = 0; i < v.size(); ++i) {
     const std::optional<int64_t> x = as_int64(v[i]);
-    IC_CHECK(x.has_value(), "{}[{}] is {}, an integer expected", where(key), i, describe(v[i]));
+    IC_CHECK(x.has_value(), "{}[{}] is {}, an integer expected", where(key), i, describe_json(v[i]));
     out.push_back(*x);
   }
   return out;
@@ -180,7 +166,7 @@ std::vector<int64_t> Config::get_ints(std::string_view key) const {
 
 Config Config::object(std::string_view key) const {
   const Json& v = need(key, "an object");
-  IC_CHECK(v.is_object(), "{} is {}, an object expected", where(key), describe(v));
+  IC_CHECK(v.is_object(), "{} is {}, an object expected", where(key), describe_json(v));
   Config c;
   c.path_ = path_;
   c.prefix_ = fmt::format("{}{}.", prefix_, key);

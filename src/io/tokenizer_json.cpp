@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/json_describe.h"
 #include "io/mapped_file.h"
 
 namespace ic {
@@ -32,20 +33,6 @@ constexpr std::string_view kDeepseekV3Words =
     R"([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kGlm4 =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-
-std::string describe(const Json& v) {
-  switch (v.type()) {
-    case Json::value_t::null: return "null";
-    case Json::value_t::boolean: return fmt::format("a boolean ({})", v.get<bool>());
-    case Json::value_t::string: return "a string";
-    case Json::value_t::array: return "an array";
-    case Json::value_t::object: return "an object";
-    case Json::value_t::number_integer: return fmt::format("an integer ({})", v.get<int64_t>());
-    case Json::value_t::number_unsigned: return fmt::format("an integer ({})", v.get<uint64_t>());
-    case Json::value_t::number_float: return fmt::format("a float ({})", v.get<double>());
-    default: return v.type_name();
-  }
-}
 
 // Lenient reads for recognising a configuration: a field of the wrong type reads as the default
 // (nlohmann's value() would throw a non-ic exception instead).
@@ -75,7 +62,7 @@ Json parse(const std::string& text, const std::string& name, size_t max_bytes) {
   };
   try {
     Json j = Json::parse(text.begin(), text.end(), depth_limit);
-    IC_CHECK(j.is_object(), "{} is {}, a JSON object expected", name, describe(j));
+    IC_CHECK(j.is_object(), "{} is {}, a JSON object expected", name, describe_json(j));
     return j;
   } catch (const Json::parse_error& e) {
     fail("{} is not valid JSON (near byte {}): {}", name, e.byte, e.what());
@@ -89,7 +76,7 @@ Json parse(const std::string& text, const std::string& name, size_t max_bytes) {
 class Fields {
  public:
   Fields(const Json& obj, std::string where) : obj_(obj), where_(std::move(where)) {
-    IC_CHECK(obj_.is_object(), "{} is {}, an object expected", where_, describe(obj_));
+    IC_CHECK(obj_.is_object(), "{} is {}, an object expected", where_, describe_json(obj_));
   }
 
   const std::string& where() const { return where_; }
@@ -109,13 +96,13 @@ class Fields {
   }
   std::string str(std::string_view key) const {
     const Json& v = get(key);
-    IC_CHECK(v.is_string(), "{} is {}, a string expected", path(key), describe(v));
+    IC_CHECK(v.is_string(), "{} is {}, a string expected", path(key), describe_json(v));
     return v.get<std::string>();
   }
   std::optional<bool> opt_bool(std::string_view key) const {
     const Json* v = find(key);
     if (!v) return std::nullopt;
-    IC_CHECK(v->is_boolean(), "{} is {}, a boolean expected", path(key), describe(*v));
+    IC_CHECK(v->is_boolean(), "{} is {}, a boolean expected", path(key), describe_json(*v));
     return v->get<bool>();
   }
   bool flag(std::string_view key, bool absent) const { return opt_bool(key).value_or(absent); }
@@ -127,7 +114,7 @@ class Fields {
   }
   const Json& array(std::string_view key) const {
     const Json& v = get(key);
-    IC_CHECK(v.is_array(), "{} is {}, an array expected", path(key), describe(v));
+    IC_CHECK(v.is_array(), "{} is {}, an array expected", path(key), describe_json(v));
     return v;
   }
 
@@ -138,7 +125,7 @@ class Fields {
 
 // A JSON integer in [0, limit), or an error naming `where`.
 int32_t token_id(const Json& v, size_t limit, const std::string& where) {
-  IC_CHECK(v.is_number_integer() || v.is_number_unsigned(), "{} is {}, a token id expected", where, describe(v));
+  IC_CHECK(v.is_number_integer() || v.is_number_unsigned(), "{} is {}, a token id expected", where, describe_json(v));
   const bool ok = v.is_number_unsigned() ? v.get<uint64_t>() < limit : v.get<int64_t>() >= 0 && v.get<int64_t>() < static_cast<int64_t>(limit);
   IC_CHECK(ok, "{} is {}, outside the token ids 0..{}", where, shown(v), limit - 1);
   return static_cast<int32_t>(v.get<int64_t>());
@@ -154,7 +141,7 @@ std::vector<Added> read_added_tokens(const Fields& root) {
   std::vector<Added> added;
   const Json* list = root.find("added_tokens");
   if (!list) return added;
-  IC_CHECK(list->is_array(), "{} is {}, an array expected", root.path("added_tokens"), describe(*list));
+  IC_CHECK(list->is_array(), "{} is {}, an array expected", root.path("added_tokens"), describe_json(*list));
   IC_CHECK(list->size() <= kMaxTokenizerVocab, "{} has {} entries, more than the limit of {}",
            root.path("added_tokens"), list->size(), kMaxTokenizerVocab);
   added.reserve(list->size());
@@ -185,7 +172,7 @@ void read_model(const Fields& root, const std::vector<Added>& added, TokenizerDa
   d.ignore_merges = m.flag("ignore_merges", false);
 
   const Json& vocab = m.get("vocab");
-  IC_CHECK(vocab.is_object(), "{}.vocab is {}, an object expected", m.where(), describe(vocab));
+  IC_CHECK(vocab.is_object(), "{}.vocab is {}, an object expected", m.where(), describe_json(vocab));
   IC_CHECK(vocab.size() + added.size() <= kMaxTokenizerVocab,
            "{} {} vocabulary entries and {} added tokens, more than the limit of {}", root.where(), vocab.size(),
            added.size(), kMaxTokenizerVocab);
@@ -426,14 +413,14 @@ void read_config(const std::string& text, const std::string& name, const std::st
       d.chat_template = t->get<std::string>();
     } else {
       // Several named templates: the default one is what transformers renders.
-      IC_CHECK(t->is_array(), "{}: chat_template is {}, a string or a list of named templates expected", name, describe(*t));
+      IC_CHECK(t->is_array(), "{}: chat_template is {}, a string or a list of named templates expected", name, describe_json(*t));
       for (const Json& e : *t)
         if (str_or(e, "name", "") == "default") d.chat_template = str_or(e, "template", "");
       IC_CHECK(!d.chat_template.empty(), "{}: chat_template lists no template named 'default'", name);
     }
   }
   if (const Json* dec = c.find("added_tokens_decoder")) {
-    IC_CHECK(dec->is_object(), "{}: added_tokens_decoder is {}, an object expected", name, describe(*dec));
+    IC_CHECK(dec->is_object(), "{}: added_tokens_decoder is {}, an object expected", name, describe_json(*dec));
     for (auto it = dec->begin(); it != dec->end(); ++it) {
       const std::string where = fmt::format("{}: added_tokens_decoder[\"{}\"]", name, it.key());
       size_t pos = 0;
