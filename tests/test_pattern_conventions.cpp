@@ -230,5 +230,17 @@ TEST(PatternConventions, RandomPatternsRoundTripWhenPeriodic) {
   }
 }
 
+// The case folding the SGLang / TensorRT-LLM readings and the name parsers share: A-Z only, every
+// other byte (digits, punctuation, UTF-8) kept as it is.
+TEST(PatternConventions, AsciiLowerFoldsOnlyAToZ) {
+  EXPECT_EQ(ascii_lower("SGLang-TRTLLM_09@[`{"), "sglang-trtllm_09@[`{");
+  EXPECT_EQ(ascii_lower("\xC3\x84" "F"), "\xC3\x84" "f");  // "ÄF": the UTF-8 bytes of Ä are untouched
+  EXPECT_EQ(ascii_lower(""), "");
+  EXPECT_EQ(pattern_keys::kTypes, std::string("indexer_types"));
+  EXPECT_EQ(pattern_keys::kPattern, std::string("index_topk_pattern"));
+  EXPECT_EQ(pattern_keys::kFreq, std::string("index_topk_freq"));
+  EXPECT_EQ(pattern_keys::kOffset, std::string("index_skip_topk_offset"));
+}
+
 }  // namespace
 }  // namespace ic

@@ -19,17 +19,7 @@ namespace {
 using json = nlohmann::json;
 using ojson = nlohmann::ordered_json;  // keys in the order written, as a user reads them
 
-constexpr const char* kTypes = "indexer_types";
-constexpr const char* kPattern = "index_topk_pattern";
-constexpr const char* kFreq = "index_topk_freq";
-constexpr const char* kOffset = "index_skip_topk_offset";
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return out;
-}
+using namespace pattern_keys;
 
 // --- vLLM's and TensorRT-LLM's reading ------------------------------------------------------
 
@@ -236,14 +226,14 @@ std::string_view engine_title(Engine e) {
 }
 
 Engine parse_engine(std::string_view name) {
-  const std::string n = lower(name);
+  const std::string n = ascii_lower(name);
   for (Engine e : kEngines)
     if (n == engine_name(e)) return e;
   fail("unknown serving engine '{}' (known: vllm, sglang, trtllm, hf)", name);
 }
 
 std::vector<Engine> parse_engines(std::string_view name) {
-  if (lower(name) == "all") return {std::begin(kEngines), std::end(kEngines)};
+  if (ascii_lower(name) == "all") return {std::begin(kEngines), std::end(kEngines)};
   return {parse_engine(name)};
 }
 

@@ -13,17 +13,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr const char* kTypes = "indexer_types";
-constexpr const char* kPattern = "index_topk_pattern";
-constexpr const char* kFreq = "index_topk_freq";
-constexpr const char* kOffset = "index_skip_topk_offset";
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return out;
-}
+using namespace pattern_keys;
 
 std::string trim(std::string s) {
   const size_t b = s.find_first_not_of(" \t\r\n");
@@ -36,7 +26,7 @@ bool entry_is_full(const json& v, PatternRule rule, const std::string& where, si
   IC_CHECK(v.is_string(), "{}[{}] is a JSON {}, a string expected", where, i, v.type_name());
   const std::string& s = v.get_ref<const std::string&>();
   if (rule == PatternRule::SGLang) {
-    const std::string w = lower(trim(s));
+    const std::string w = ascii_lower(trim(s));
     if (w == "f" || w == "full" || w == "compute") return true;
     if (w == "s" || w == "shared" || w == "skip") return false;
     fail("{}[{}] is \"{}\"; SGLang reads full/f/compute or shared/s/skip", where, i, s);
@@ -96,6 +86,13 @@ const char* chosen_knob(const hf::Config& c, PatternRule rule) {
 
 }  // namespace
 
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
 std::string_view pattern_rule_name(PatternRule r) {
   switch (r) {
     case PatternRule::THUDM: return "thudm";
@@ -106,7 +103,7 @@ std::string_view pattern_rule_name(PatternRule r) {
 }
 
 PatternRule parse_pattern_rule(std::string_view name) {
-  const std::string n = lower(name);
+  const std::string n = ascii_lower(name);
   for (PatternRule r : {PatternRule::THUDM, PatternRule::SGLang, PatternRule::HF})
     if (n == pattern_rule_name(r)) return r;
   fail("unknown IndexCache pattern rule '{}' (known: thudm, sglang, hf)", name);

@@ -57,6 +57,18 @@ std::string_view pattern_rule_name(PatternRule r);  // "thudm", "sglang", "hf"
 // From "thudm", "sglang" or "hf" (case-insensitive); throws listing them otherwise.
 PatternRule parse_pattern_rule(std::string_view name);
 
+// The config.json keys of the knobs, shared with the exporters (indexcache/pattern_export).
+namespace pattern_keys {
+inline constexpr const char* kTypes = "indexer_types";
+inline constexpr const char* kPattern = "index_topk_pattern";
+inline constexpr const char* kFreq = "index_topk_freq";
+inline constexpr const char* kOffset = "index_skip_topk_offset";
+}  // namespace pattern_keys
+
+// `s` with A-Z lower-cased and every other byte kept: how SGLang and TensorRT-LLM fold the case
+// of knob entries, and how engine and rule names are matched here.
+std::string ascii_lower(std::string_view s);
+
 // More layers than any model has; bounds what a hostile config can make us allocate.
 constexpr int64_t kMaxPatternLayers = 1 << 16;
 
