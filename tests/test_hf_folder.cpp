@@ -202,6 +202,16 @@ TEST(HfConfig, ErrorsNameFileAndKey) {
   EXPECT_IC_ERROR(Config::parse(std::string(100, '[') + std::string(100, ']'), "/m/config.json"),
                   "nests deeper than 64 levels");
   EXPECT_IC_ERROR(Config::load("/nonexistent/config.json"), "/nonexistent/config.json does not exist");
+  // One byte over the limit, as text and as a file: refused before parsing or reading.
+  const std::string huge = "{\"a\": \"" + std::string(kMaxConfigBytes, 'x') + "\"}";
+  EXPECT_IC_ERROR(Config::parse(huge, "/m/config.json"),
+                  fmt::format("/m/config.json is {} bytes, more than the {}-byte limit for a config file",
+                              huge.size(), kMaxConfigBytes));
+  TempDir d;
+  write_text(d / "config.json", std::string(kMaxConfigBytes + 1, ' '));
+  EXPECT_IC_ERROR(Config::load(d / "config.json"),
+                  fmt::format("is {} bytes, more than the {}-byte limit for a config file",
+                              kMaxConfigBytes + 1, kMaxConfigBytes));
 }
 
 TEST(HfConfig, Quantization) {
