@@ -572,6 +572,7 @@ TEST(MoeExpertsCuda, MatchesReferenceWithinBf16Bound) {
       {"top_k == n_experts", 17, 4, 64, 48, 4, 4},
       {"a block of a prefill", 300, 4, 512, 256, 16, 16},
       {"repeated expert in a token's slots", 20, 3, 64, 32, 4, 2, true},
+      {"600 rows on one expert (Auto takes the per-expert loop)", 600, 1, 64, 32, 2, 1, true},
   };
   for (const ExpertCase& c : cases) {
     SCOPED_TRACE(c.what);
@@ -582,8 +583,8 @@ TEST(MoeExpertsCuda, MatchesReferenceWithinBf16Bound) {
     const auto wts = random_weights(rng, ids.size());
     for (DType out_type : {DType::F32, DType::BF16}) {
       const RefWithBound ref = reference_with_bound(x, ids, wts, w, c.top_k, out_type);
-      for (MoeGemm mode : {MoeGemm::Grouped, MoeGemm::PerExpert}) {
-        SCOPED_TRACE(testing::Message() << dtype_name(out_type) << (mode == MoeGemm::Grouped ? " grouped" : " per expert"));
+      for (MoeGemm mode : {MoeGemm::Auto, MoeGemm::Grouped, MoeGemm::PerExpert}) {
+        SCOPED_TRACE(testing::Message() << dtype_name(out_type) << " gemm mode " << static_cast<int>(mode));
         const auto got = run_experts_gpu(x, ids, wts, w, c.top_k, out_type, mode);
         const auto again = run_experts_gpu(x, ids, wts, w, c.top_k, out_type, mode);
         ASSERT_EQ(0, std::memcmp(got.data(), again.data(), got.size() * 4)) << "two runs differ";

@@ -4,8 +4,10 @@
 // rather than a LinearWeight mode: the llama path's LinearWeight keeps its f32/quantised forms).
 //
 // Rounding: the bf16 products are exact in f32, so only the f32 sum rounds (gamma_in relative to
-// sum |x_k w_k|), then y once to its type (bf16: 2^-8 relative). With accumulate, the old y is
-// added in f32 before that last rounding (cuBLAS's beta = 1).
+// sum |x_k w_k|), then y once to its type (bf16: 2^-8 relative). With accumulate (cuBLAS's
+// beta = 1) the reference adds the old y before that last rounding; into a bf16 y, cuBLASLt's
+// result may also be 2^-8 |x W^T| away (on the H200 at n 1, out 2048, in 2048 it gave an exact 0
+// where the sum was -0.0036: consistent with x W^T rounded to bf16 before the old y is added).
 //
 // Cost: 2 n out in FLOPs; at least 2 (n in + out in) bytes read and n out * sizeof(y) written
 // (twice that for accumulate).

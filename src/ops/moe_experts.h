@@ -30,9 +30,12 @@ namespace ic::ops {
 
 // How the CUDA path runs the experts' GEMMs (one dispatch point, cuda::moe_experts): Grouped is
 // one cublasGemmGroupedBatchedEx per projection (the per-expert loop where cuBLAS answers
-// NOT_SUPPORTED for the shapes); PerExpert one cublasGemmEx per expert that has tokens, kept to
-// compare against in tests and the benchmark.
-enum class MoeGemm : uint8_t { Grouped, PerExpert };
+// NOT_SUPPORTED for the shapes); PerExpert one cublasGemmEx per expert that has tokens. Auto takes
+// the per-expert loop from 512 rows per expert with tokens on, the grouped call below: on the H200
+// at the 30B shape (bench/RESULTS.md, 2026-12-03) the grouped call was faster at 4 and 256 rows
+// per expert (401 vs 1429 us, 1280 vs 1551 us) and slower at 1024 (4712 vs 2681 us).
+enum class MoeGemm : uint8_t { Auto, Grouped, PerExpert };
+constexpr int64_t kMoePerExpertRows = 512;
 
 struct MoeExpertsParams {
   const uint16_t* x;          // [n_tok, dim] bf16 bits
@@ -49,7 +52,7 @@ struct MoeExpertsParams {
   int64_t n_experts;
   void* workspace = nullptr;  // CUDA: moe_experts_workspace_bytes(...) bytes of device memory
                               // (null: the call allocates its own); unused on the CPU
-  MoeGemm gemm = MoeGemm::Grouped;
+  MoeGemm gemm = MoeGemm::Auto;
 };
 
 // x: BF16 [n_tok, dim]; ids: I32 [n_tok, top_k]; weights: F32 [n_tok, top_k];
@@ -58,7 +61,7 @@ struct MoeExpertsParams {
 // least cuda::moe_experts_workspace_bytes bytes.
 void moe_experts(const Tensor& x, const Tensor& ids, const Tensor& weights, const Tensor& w_gate_up,
                  const Tensor& w_down, Tensor& out, const Tensor* workspace = nullptr,
-                 MoeGemm gemm = MoeGemm::Grouped);
+                 MoeGemm gemm = MoeGemm::Auto);
 
 // Byte offsets of the CUDA path's buffers inside its workspace (each 256-aligned): the expert
 // counts (+ one for bad ids) and first rows, row_of_pair / token_of_row, the grouped GEMMs'

@@ -288,7 +288,7 @@ void grouped_gemm(cublasHandle_t blas, const GroupArgs& g, const void** a, const
                   const std::vector<void*>& c_host) {
   const int groups = static_cast<int>(g.m.size());
   if (groups == 0) return;
-  if (mode == MoeGemm::Grouped) {
+  if (mode != MoeGemm::PerExpert) {
     const cublasStatus_t st = cublasGemmGroupedBatchedEx(
         blas, g.ta.data(), g.tb.data(), g.m.data(), g.n.data(), g.k.data(), g.alpha.data(), a, CUDA_R_16BF,
         g.lda.data(), b, CUDA_R_16BF, g.ldb.data(), g.beta.data(), c, CUDA_R_16BF, g.ldc.data(), groups,
@@ -367,18 +367,24 @@ void moe_experts(const MoeExpertsParams& p) {
     offset += rows;
   }
 
+  // Auto: the grouped call for few rows per expert, the loop for many (moe_experts.h says why).
+  MoeGemm mode = p.gemm;
+  if (mode == MoeGemm::Auto)
+    mode = !g1.m.empty() && offset >= kMoePerExpertRows * static_cast<int64_t>(g1.m.size()) ? MoeGemm::PerExpert
+                                                                                           : MoeGemm::Grouped;
+
   // 4-8.
   const bool gather_vec = p.dim % 8 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0;
   gather_kernel<<<static_cast<unsigned>(n_pairs), 128>>>(p.x, token_of_row, xp, p.dim, gather_vec);
   IC_CUDA_CHECK_LAUNCH();
   cublasHandle_t blas = blas_for_current_device();
-  grouped_gemm(blas, g1, ptrs.a1, ptrs.b1, ptrs.c1, p.gemm, a1, b1, c1);
+  grouped_gemm(blas, g1, ptrs.a1, ptrs.b1, ptrs.c1, mode, a1, b1, c1);
   const bool swiglu_vec = p.inter % 8 == 0;  // the workspace rows are then 16-byte aligned
   const int64_t swiglu_work = n_pairs * (swiglu_vec ? p.inter / 8 : p.inter);
   const unsigned swiglu_blocks = static_cast<unsigned>(std::min<int64_t>((swiglu_work + 255) / 256, 132 * 16));
   swiglu_kernel<<<swiglu_blocks, 256>>>(h, act, n_pairs, p.inter, swiglu_vec);
   IC_CUDA_CHECK_LAUNCH();
-  grouped_gemm(blas, g2, ptrs.a2, ptrs.b2, ptrs.c2, p.gemm, a2, b2, c2);
+  grouped_gemm(blas, g2, ptrs.a2, ptrs.b2, ptrs.c2, mode, a2, b2, c2);
   const unsigned tok = static_cast<unsigned>(p.n_tok);
   const int top_k = static_cast<int>(p.top_k);
   const bool combine_vec = p.dim % 8 == 0;  // the workspace rows are then 16-byte aligned
