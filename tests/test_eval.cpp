@@ -115,6 +115,9 @@ TEST(EvalConfig, ClearErrors) {
   const std::string json = ::testing::TempDir() + "/search_result2.json";
   std::ofstream(json) << R"({"patterns": {"1/2": "FSFSFSFS"}})";
   expect_error([&] { EvalConfig::parse("a=x.st@search=" + json + ":1/8").pattern.resolve(8); }, "(it has: 1/2)");
+  // A search of another model: the error names the search file and key (the CLI error catalogue).
+  expect_error([&] { EvalConfig::parse("a=x.st@search=" + json + ":1/2").pattern.resolve(30); },
+               "search result '" + json + "', pattern '1/2': layer pattern 'FSFSFSFS' has 8 layers but the model has 30");
   std::ofstream(json) << "{not json";
   expect_error([&] { EvalConfig::parse("a=x.st@search=" + json + ":1/8").pattern.resolve(8); }, "is not JSON");
   expect_error([] { EvalConfig::parse("a=/nonexistent.safetensors").load(30, 576, std::nullopt); }, "nonexistent");
@@ -217,6 +220,11 @@ TEST(Svg, LineChartIsWellFormed) {
   check_xml(one);
   EXPECT_EQ(one.find("nan"), std::string::npos);
   EXPECT_THROW(svg::line_chart({{"bad", {1, 2}, {1}}}, {}), Error);
+  // Found reading the plot path for fuzz_search_json: a range narrower than the doubles' spacing at its magnitude (tick
+  // step 5 at 1e17, where doubles are 16 apart) looped forever; one wider than any double
+  // (-1e308 .. 1e308) gave an infinite step. Both now draw the ends as ticks.
+  check_xml(svg::line_chart({{"far", {0, 1}, {1e17, 1e17 + 16}}}, {}));
+  check_xml(svg::line_chart({{"wide", {-1e308, 1e308}, {0, 1}}}, {}));
 }
 
 TEST(Overlap, CaptureTopkOnTheModel) {

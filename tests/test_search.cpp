@@ -315,5 +315,34 @@ TEST(SearchReport, LossCurveSvgHasEveryPointAndRejectsOtherJson) {
   EXPECT_THROW(search_loss_curve_svg(j), Error);
 }
 
+// Found making fuzz_search_json's seed: search-plot failed on any search run without --dense (it
+// writes "dense_loss": null), and fields of the wrong type threw nlohmann's type_error, naming
+// neither the file nor the field. The search JSON is fuzz/corpus/search_json/glm_moe_dsa-tiny-search.json.
+TEST(SearchReport, LossCurveSvgTakesNullDenseLossAndNamesBadFields) {
+  nlohmann::json j = {{"all_f_loss", 3.5}, {"dense_loss", nullptr}, {"config", {{"n_layers", 4}}},
+                      {"trajectory", {{{"n_full", 3}, {"loss", 3.6}}, {{"n_full", 2}, {"loss", 3.7}}}}};
+  const std::string svg = search_loss_curve_svg(j, "run.json");
+  EXPECT_NE(svg.find("all F (DSA)"), std::string::npos);
+  EXPECT_EQ(svg.find(">dense<"), std::string::npos);
+  nlohmann::json bad = j;
+  bad["trajectory"][1]["loss"] = "3.7";
+  EXPECT_IC_ERROR(search_loss_curve_svg(bad, "run.json"), "run.json: trajectory[1].loss is string, not a number");
+  bad = j;
+  bad["config"]["n_layers"] = 1e300;
+  EXPECT_IC_ERROR(search_loss_curve_svg(bad, "run.json"), "config.n_layers");
+  bad = j;
+  bad["dense_loss"] = "x";
+  EXPECT_IC_ERROR(search_loss_curve_svg(bad, "run.json"), "dense_loss is string");
+  bad = j;
+  bad["trajectory"] = 7;
+  EXPECT_IC_ERROR(search_loss_curve_svg(bad, "run.json"), "trajectory is number, not an array");
+  // Losses 16 apart at 1e17: a tick step below the doubles' spacing there once looped forever.
+  bad = j;
+  bad["trajectory"][0]["loss"] = 1e17;
+  bad["trajectory"][1]["loss"] = 1e17 + 16;
+  bad["all_f_loss"] = 1e17;
+  EXPECT_NE(search_loss_curve_svg(bad, "run.json").find("</svg>"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ic

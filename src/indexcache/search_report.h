@@ -8,8 +8,8 @@
 
 namespace ic {
 
-// `search`: the object `indexcache search --json` writes. Fails with a clear error when a field
-// the curve needs is missing.
-std::string search_loss_curve_svg(const nlohmann::json& search);
+// `search`: the object `indexcache search --json` writes; `source` (its file) starts every error.
+// Fails with a clear error when a field the curve needs is missing or of the wrong type.
+std::string search_loss_curve_svg(const nlohmann::json& search, const std::string& source = "search report");
 
 }  // namespace ic

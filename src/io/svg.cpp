@@ -24,8 +24,12 @@ std::vector<double> ticks(double lo, double hi, int n) {
       step = m * mag;
       break;
     }
+  // A range too wide for doubles (inf step) or too narrow for its magnitude (lo + step == lo, as
+  // for 1e17 .. 1e17 + 16) would never end: the ends only, then.
+  if (!std::isfinite(step) || lo + step == lo || hi - step == hi) return {lo, hi};
   std::vector<double> out;
-  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push_back(std::fabs(v) < step * 1e-9 ? 0.0 : v);
+  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9 && out.size() < 4 * static_cast<size_t>(n) + 4; v += step)
+    out.push_back(std::fabs(v) < step * 1e-9 ? 0.0 : v);
   return out;
 }
 

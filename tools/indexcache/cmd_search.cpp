@@ -225,7 +225,7 @@ void register_search(CLI::App& app) {
     } catch (const nlohmann::json::exception& e) {
       fail("{}: not valid JSON ({})", plot->first, e.what());
     }
-    write_text(plot->second, search_loss_curve_svg(j));
+    write_text(plot->second, search_loss_curve_svg(j, plot->first));
     std::fprintf(stderr, "wrote %s\n", plot->second.c_str());
   });
 
