@@ -52,7 +52,65 @@ PY
     echo "hello" > "$tmp/t.txt"
     expect_error "exceeds the model's trained context" "$bin" perplexity -m "$model" -f "$tmp/t.txt" -c 10000
     "$bin" generate --help | grep -q -- "--top-p" || fail "generate --help lacks --top-p"
-    "$bin" perplexity --help | grep -q -- "--ctx-size" || fail "perplexity --help lacks --ctx-size" ;;
+    "$bin" perplexity --help | grep -q -- "--ctx-size" || fail "perplexity --help lacks --ctx-size"
+    # A truncated, a corrupted and a mismatched file of each format: exit 1, a message naming the
+    # file and what is wrong, and no output file (--json / -o) left behind.
+    no_output() { [ ! -e "$1" ] || fail "a failed run left $1 behind"; }
+    hf=$src/tests/data/hf/glm_moe_dsa-tiny
+    for v in trunc conf miss shape tok tokbpe; do cp -r "$hf" "$tmp/$v"; done
+    truncate -s 5000 "$tmp/trunc/model-00001-of-00003.safetensors"
+    expect_error "trunc/model-00001-of-00003.safetensors: tensor .* run past the end" \
+      "$bin" search -m "$tmp/trunc" -f "$tmp/t.txt" --ctx 48 --windows 1 --json "$tmp/s.json"
+    no_output "$tmp/s.json"
+    head -c 61 "$hf/config.json" > "$tmp/conf/config.json"
+    expect_error "conf/config.json is not valid JSON" "$bin" generate -m "$tmp/conf" -p hi -n 1
+    rm "$tmp/miss/model-00002-of-00003.safetensors"
+    expect_error "shard .*miss/model-00002-of-00003.safetensors is missing" "$bin" generate -m "$tmp/miss" -p hi -n 1
+    python3 - "$tmp/shape/config.json" <<'PY' || exit 1
+import json, sys
+c = json.load(open(sys.argv[1])); c["hidden_size"] *= 2; json.dump(c, open(sys.argv[1], "w"))
+PY
+    expect_error "shape/model-00001-of-00003.safetensors has shape \[64\] in the checkpoint, \[128\] expected" \
+      "$bin" generate -m "$tmp/shape" -p hi -n 1
+    # tokenizer.json: cut short, another model type, an added token outside the vocabulary.
+    head -c 20000 "$hf/tokenizer.json" > "$tmp/tok/tokenizer.json"
+    expect_error "tok/tokenizer.json is not valid JSON" "$bin" tokenize -m "$tmp/tok" -p hi
+    python3 - "$hf/tokenizer.json" "$tmp/tokbpe/tokenizer.json" <<'PY' || exit 1
+import json, sys
+t = json.load(open(sys.argv[1])); t["model"]["type"] = "WordPiece"; json.dump(t, open(sys.argv[2], "w"))
+PY
+    expect_error "tokbpe/tokenizer.json: model.type is \"WordPiece\": only BPE" "$bin" tokenize -m "$tmp/tokbpe" -p hi
+    python3 - "$hf/tokenizer.json" "$tmp/tok/tokenizer.json" <<'PY' || exit 1
+import json, sys
+t = json.load(open(sys.argv[1])); t["added_tokens"][0]["id"] = 10**6; json.dump(t, open(sys.argv[2], "w"))
+PY
+    expect_error "tok/tokenizer.json: added_tokens\[0\]: id 1000000 is not below" "$bin" tokenize -m "$tmp/tok" -p hi
+    # Indexer files (the fuzz seeds: 4 layers of width 16, so "mismatched" for this model as is).
+    idx=$src/fuzz/corpus/indexer_file/FSSS.safetensors
+    head -c 2000 "$idx" > "$tmp/cut.safetensors"
+    expect_error "cut.safetensors: tensor 'blk.0.indexer.wq' .* run past the end" \
+      "$bin" perplexity -m "$model" -f "$tmp/t.txt" --indexers "$tmp/cut.safetensors"
+    sed 's/indexers-v1/indexers-v9/' "$idx" > "$tmp/v9.safetensors"
+    expect_error "v9.safetensors: not an indexcache indexer file (metadata indexcache.format is 'indexers-v9')" \
+      "$bin" perplexity -m "$model" -f "$tmp/t.txt" --indexers "$tmp/v9.safetensors"
+    expect_error "FSSS.safetensors: indexers were made for 4 layers of width 16, the model has 30 of width 576" \
+      "$bin" perplexity -m "$model" -f "$tmp/t.txt" --indexers "$idx"
+    # Search JSON: cut short, a field of the wrong type, another command's JSON, another model's.
+    sj=$src/fuzz/corpus/search_json
+    expect_error "truncated.json: not valid JSON" "$bin" search-plot "$sj/truncated.json" -o "$tmp/p.svg"
+    no_output "$tmp/p.svg"
+    python3 - "$sj/small.json" "$tmp/types.json" <<'PY' || exit 1
+import json, sys
+j = json.load(open(sys.argv[1])); j["trajectory"][1]["loss"] = "3.7"; json.dump(j, open(sys.argv[2], "w"))
+PY
+    expect_error "types.json: trajectory\[1\].loss is string, not a number" "$bin" search-plot "$tmp/types.json" -o "$tmp/p.svg"
+    no_output "$tmp/p.svg"
+    echo '{"n_layers": 30, "topk": 8}' > "$tmp/other.json"
+    expect_error "other.json: not a search JSON" "$bin" search-plot "$tmp/other.json" -o "$tmp/p.svg"
+    no_output "$tmp/p.svg"
+    expect_error "search result '$sj/small.json', pattern '1/2': layer pattern 'FSFS' has 4 layers but the model has 30" \
+      "$bin" eval -m "$model" --config "a=$idx@search=$sj/small.json:1/2" -f "$tmp/t.txt" --sections ppl --json "$tmp/e.json"
+    no_output "$tmp/e.json" ;;
   family)
     # The DSA family from HF folders (tests/data/hf, made by scripts/hf_oracle.py): every generic
     # command runs on it, the IndexCache pattern comes from config.json or --pattern, and commands

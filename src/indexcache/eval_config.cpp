@@ -80,7 +80,12 @@ std::optional<LayerPattern> PatternChoice::resolve(int64_t n_layers) const {
         for (const auto& [k, v] : p.items()) keys += (keys.empty() ? "" : ", ") + k;
         fail("search result '{}' has no pattern '{}' (it has: {})", search_file, search_key, keys);
       }
-      return LayerPattern::parse(p[search_key].get<std::string>(), n_layers);
+      // A search of another model (other layer count) fails here: say which file and key.
+      try {
+        return LayerPattern::parse(p[search_key].get<std::string>(), n_layers);
+      } catch (const Error& e) {
+        fail("search result '{}', pattern '{}': {}", search_file, search_key, e.what());
+      }
     }
   }
   return std::nullopt;
