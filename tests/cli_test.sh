@@ -141,6 +141,7 @@ PY
 import json, sys
 j = json.load(open(sys.argv[1]))
 assert j["dense_loss"] is None and j["all_f_loss"] > 0, j
+assert j["cost"]["work_ratio"] is None and j["cost"]["naive_layer_evals"] > j["cost"]["layer_evals"], j["cost"]
 assert len(j["trajectory"]) == 3 and j["trajectory"][-1]["pattern"] == "FSSS", j["trajectory"]
 PY
     "$bin" overlap -m "$dsa" -f "$tmp/t.txt" --ctx 64 --json "$tmp/o.json" >/dev/null 2>&1 || fail "overlap failed"

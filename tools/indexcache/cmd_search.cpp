@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "indexcache/search_report.h"
 
@@ -159,20 +160,21 @@ void run(SearchArgs a) {
               (long long)c.naive_layer_evals, (long long)(c.naive_passes * a.windows),
               static_cast<double>(c.naive_layer_evals) / std::max<int64_t>(1, c.layer_evals), c.seconds,
               c.layer_evals / std::max(c.seconds, 1e-9), c.cache_bytes / 1048576.0);
-  // Weight multiply-adds per token: one layer and the output head; they weigh the counts above into
-  // an estimate of the work saved. The llama family's layer is q, k, v, o and the SwiGLU FFN; other
-  // families are weighed by weight bytes per layer.
-  const double layer_macs = [&] {
-    if (!llama) return static_cast<double>(model->weight_bytes()) / sizeof(float) / (N + 2.0);
+  // Weight multiply-adds per token of one llama layer (q, k, v, o and the SwiGLU FFN) and of the
+  // output head weigh the counts above into an estimate of the work saved. Other families have no
+  // such count yet (an MoE layer's active weights are not its stored ones), so none is printed.
+  std::optional<double> head_layers, work_ratio;
+  if (llama) {
     const LlamaConfig& lc = llama->config();
     const double kv_dim = static_cast<double>(lc.n_kv_heads * lc.head_dim);
-    return lc.dim * (2.0 * lc.dim + 2.0 * kv_dim) + 3.0 * lc.dim * lc.ffn_dim;
-  }();
-  const double head_layers = static_cast<double>(mc.vocab) * mc.dim / layer_macs;
-  const double work = c.layer_evals + head_layers * c.head_evals;
-  const double naive_work = c.naive_layer_evals + head_layers * c.naive_passes * a.windows;
-  std::printf("work (weight MACs, the output head counted as %.1f layers): %.2fx less than full passes\n",
-              head_layers, naive_work / std::max(work, 1.0));
+    const double layer_macs = lc.dim * (2.0 * lc.dim + 2.0 * kv_dim) + 3.0 * lc.dim * lc.ffn_dim;
+    head_layers = static_cast<double>(mc.vocab) * mc.dim / layer_macs;
+    const double work = c.layer_evals + *head_layers * c.head_evals;
+    const double naive_work = c.naive_layer_evals + *head_layers * c.naive_passes * a.windows;
+    work_ratio = naive_work / std::max(work, 1.0);
+    std::printf("work (weight MACs, the output head counted as %.1f layers): %.2fx less than full passes\n",
+                *head_layers, *work_ratio);
+  }
   if (c.refresh_mismatches > 0)
     std::fprintf(stderr, "warning: %lld committed losses differed from their candidate losses (non-deterministic ops?)\n",
                  (long long)c.refresh_mismatches);
@@ -201,7 +203,8 @@ void run(SearchArgs a) {
        {{"candidates", c.candidates}, {"layer_evals", c.layer_evals}, {"head_evals", c.head_evals},
         {"naive_passes", c.naive_passes}, {"naive_layer_evals", c.naive_layer_evals},
         {"refresh_mismatches", c.refresh_mismatches}, {"seconds", c.seconds}, {"cache_bytes", c.cache_bytes},
-        {"head_in_layers", head_layers}, {"work_ratio", naive_work / std::max(work, 1.0)}}},
+        {"head_in_layers", head_layers ? nlohmann::json(*head_layers) : nlohmann::json(nullptr)},
+        {"work_ratio", work_ratio ? nlohmann::json(*work_ratio) : nlohmann::json(nullptr)}}},
       {"config",
        {{"model", model->path()}, {"indexers", a.model.indexers}, {"topk", model->topk()}, {"n_layers", N},
         {"keep", cfg.keep}, {"keep_arg", a.keep}, {"lazy", cfg.lazy}, {"blocks", cfg.blocks}, {"ctx", a.ctx},
