@@ -77,8 +77,12 @@ std::string without_untokenized(const ic::Tokenizer& tk, std::string_view s) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  // IC_FUZZ_CHATML_TOKENIZER names it where the source tree is not at the path it was built from
+  // (scripts/device-fuzz.sh on another machine).
+  const char* env = std::getenv("IC_FUZZ_CHATML_TOKENIZER");
   const std::filesystem::path seed =
-      std::filesystem::path(__FILE__).parent_path() / "corpus" / "tokenizer_json" / "smollm.json";
+      env && *env ? std::filesystem::path(env)
+                  : std::filesystem::path(__FILE__).parent_path() / "corpus" / "tokenizer_json" / "smollm.json";
   g_tokenizer_json = read_all(seed);
   if (g_tokenizer_json.empty()) {
     std::fprintf(stderr, "fuzz_chat_template: cannot read %s\n", seed.c_str());

@@ -12,6 +12,7 @@
 //
 // Seeds: fuzz/corpus/pattern_export/, config.json files with every knob (GLM-5.2's list and
 // schedule, a pattern string, a pattern list, a bare DeepSeek-V3.2, a schedule with nulls).
+#include <algorithm>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -71,7 +72,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (n >= 1 && n <= kMaxLayers) {
       for (ic::Engine e : ic::kEngines) {
         try {
-          if (auto p = ic::engine_pattern(c, n, e)) patterns.push_back(*p);
+          // Each distinct pattern once: exporting one again onto the same config checks
+          // nothing new (the engines often agree), and the round trips are the target's cost.
+          if (auto p = ic::engine_pattern(c, n, e); p && std::find(patterns.begin(), patterns.end(), *p) == patterns.end())
+            patterns.push_back(*p);
           (void)ic::engine_ignored_knobs(c, e);
         } catch (const ic::Error&) {
         }
