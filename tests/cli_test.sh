@@ -163,7 +163,34 @@ PY
     expect_error "not supported by it yet" "$bin" distill --mode warmup -m "$dsa" --data "$tmp" --heldout "$tmp" -o "$tmp/x"
     expect_error "carries its own" "$bin" generate -m "$dsa" -p hi -n 1 --indexers x
     mkdir "$tmp/empty"
-    expect_error "needs a config.json" "$bin" generate -m "$tmp/empty" -p hi -n 1 ;;
+    expect_error "needs a config.json" "$bin" generate -m "$tmp/empty" -p hi -n 1
+    # --chat: the folder's chat format (DeepSeek-V3.2 by model_type, GLM-4.7-Flash by its template),
+    # one BOS, and the prompt the format renders (docs/FAMILY.md "Chat templates").
+    v32=$src/tests/data/hf/deepseek_v32-tiny
+    out=$("$bin" generate -m "$v32" --chat -p "Hi" --system "Be brief." -n 2 --json) || fail "chat on deepseek_v32 failed"
+    ids=$("$bin" tokenize -m "$v32" -p "<｜begin▁of▁sentence｜>Be brief.<｜User｜>Hi<｜Assistant｜></think>" --json) ||
+      fail "tokenize failed"
+    python3 - "$out" "$ids" <<'PY' || exit 1
+import json, sys
+r, ids = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert r["chat_format"] == "deepseek-v3.2" and len(r["tokens"]) <= 2, r
+assert r["prompt_tokens"] == len(ids) and ids.count(ids[0]) == 1, (r, ids)
+PY
+    out=$("$bin" generate -m "$lite" --chat -p "Hi" -n 2 --json) || fail "chat on glm4_moe_lite failed"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["chat_format"] == "glm4", r' "$out" || exit 1
+    "$bin" generate -m "$lite" --chat --thinking off -p "Hi" -n 1 2>"$tmp/err" >/dev/null || fail "chat --thinking failed"
+    grep -q "chat format: glm4" "$tmp/err" || fail "chat format not reported: $(cat "$tmp/err")"
+    out=$("$bin" generate -m "$lite" --chat --chat-format glm4.5 -p "Hi" -n 1 --json) || fail "--chat-format failed"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["chat_format"] == "glm4.5", r' "$out" || exit 1
+    expect_error "glm_moe_dsa-tiny: no chat template" "$bin" generate -m "$dsa" --chat -p hi -n 1
+    expect_error "unknown chat format .llama3." "$bin" generate -m "$dsa" --chat --chat-format llama3 -p hi -n 1
+    cp -r "$lite" "$tmp/lite"
+    python3 - "$tmp/lite/tokenizer_config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["chat_template"] = "{{ messages }}"; json.dump(c, open(sys.argv[1], "w"))
+PY
+    expect_error "lite/tokenizer_config.json: a chat template this build does not know" \
+      "$bin" generate -m "$tmp/lite" --chat -p hi -n 1 ;;
   dsa)
     "$bin" init-indexers -m "$model" -o "$tmp/idx.safetensors" --heads 2 --head-dim 32 --topk 16 -s 1 2>/dev/null ||
       fail "init-indexers failed"
