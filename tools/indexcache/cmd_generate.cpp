@@ -107,16 +107,18 @@ void register_generate(CLI::App& app) {
   add_model_options(cmd, a->model);
   cmd->add_option("-p,--prompt", a->prompt, "Prompt text")->required();
   cmd->add_option("-n,--n-predict", a->n, "Tokens to generate")->check(CLI::NonNegativeNumber);
-  cmd->add_flag("--chat", a->chat,
+  CLI::Option* chat = cmd->add_flag("--chat", a->chat,
                 "Wrap the prompt (and --system) in the model's chat format, detected from its chat template "
                 "(an HF folder's tokenizer_config.json or chat_template.jinja, a GGUF's tokenizer.chat_template; "
                 "DeepSeek-V3.2 folders use its Python encoding); an unknown template is an error");
-  cmd->add_option("--chat-format", a->chat_format, "With --chat: this format instead of the detected one")
-      ->check(CLI::IsMember({"chatml", "deepseek-v3", "deepseek-v3.1", "deepseek-v3.2", "glm4.5", "glm4"}));
+  cmd->add_option("--chat-format", a->chat_format,
+                  "With --chat: this format instead of the detected one: " + chat_format_names())
+      ->needs(chat);
   cmd->add_option("--thinking", a->thinking,
                   "With --chat: the template's thinking switch (enable_thinking / thinking_mode); "
                   "default: the template's own (DeepSeek: off, GLM: on)")
-      ->check(CLI::IsMember({"on", "off"}));
+      ->check(CLI::IsMember({"on", "off"}))
+      ->needs(chat);
   cmd->add_option("--system", a->system, "System message for --chat (default: the template's)");
   cmd->add_option("--temp", a->temp, "Sampling temperature; 0 is greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-k", a->top_k, "Keep the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
