@@ -110,7 +110,82 @@ PY
     no_output "$tmp/p.svg"
     expect_error "search result '$sj/small.json', pattern '1/2': layer pattern 'FSFS' has 4 layers but the model has 30" \
       "$bin" eval -m "$model" --config "a=$idx@search=$sj/small.json:1/2" -f "$tmp/t.txt" --sections ppl --json "$tmp/e.json"
-    no_output "$tmp/e.json" ;;
+    no_output "$tmp/e.json"
+    # GGUF: a header count corrupted (2^40 tensors), a file of another architecture, a valid GGUF
+    # that is no model.
+    python3 - "$model" "$tmp/count.gguf" "$tmp/arch.gguf" <<'PY' || exit 1
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+c = bytearray(b[:1 << 20]); c[8:16] = (1 << 40).to_bytes(8, "little"); open(sys.argv[2], "wb").write(c)
+k = b.index(b"general.architecture") + len(b"general.architecture")
+n = int.from_bytes(b[k + 4:k + 12], "little"); b[k + 12:k + 12 + n] = b"gemma"[:n].ljust(n, b"x")
+open(sys.argv[3], "wb").write(b)
+PY
+    expect_error "count.gguf: tensor count 1099511627776 is implausible" "$bin" tokenize -m "$tmp/count.gguf" -p hi
+    expect_error "arch.gguf: architecture 'gemma.*' is not supported" "$bin" generate -m "$tmp/arch.gguf" -p hi -n 1
+    expect_error "metadata key 'tokenizer.ggml.model' not found in .*all_types.gguf" \
+      "$bin" tokenize -m "$src/fuzz/corpus/gguf/all_types.gguf" -p hi
+    # The index and a shard's header: cut short, a dtype corrupted, a tensor mapped to the wrong shard.
+    for v in idxcut idxmap dtype tcut tctype tcmis pat; do cp -r "$hf" "$tmp/$v"; done
+    head -c 100 "$hf/model.safetensors.index.json" > "$tmp/idxcut/model.safetensors.index.json"
+    expect_error "idxcut/model.safetensors.index.json: index is not valid JSON" "$bin" generate -m "$tmp/idxcut" -p hi -n 1
+    python3 - "$tmp/idxmap/model.safetensors.index.json" "$tmp/dtype/model-00001-of-00003.safetensors" <<'PY' || exit 1
+import json, sys
+j = json.load(open(sys.argv[1])); m = j["weight_map"]
+m[next(k for k, v in m.items() if v == "model-00001-of-00003.safetensors")] = "model-00002-of-00003.safetensors"
+json.dump(j, open(sys.argv[1], "w"))
+b = bytearray(open(sys.argv[2], "rb").read()); n = int.from_bytes(b[:8], "little")
+i = b.index(b'"dtype":"BF16"', 8, 8 + n) + 9; b[i:i + 2] = b"XX"; open(sys.argv[2], "wb").write(b)
+PY
+    expect_error "idxmap/model.safetensors.index.json maps tensor '.*' to shard .*model-00002-of-00003.safetensors, but that shard does not contain it" \
+      "$bin" generate -m "$tmp/idxmap" -p hi -n 1
+    expect_error "dtype/model-00001-of-00003.safetensors: tensor '.*': unknown dtype 'XX16'" \
+      "$bin" search -m "$tmp/dtype" -f "$tmp/t.txt" --ctx 48 --windows 1 --json "$tmp/s.json"
+    no_output "$tmp/s.json"
+    # fp8 block scales: blocks of another size in config.json (wrong block count), a scale's dtype corrupted.
+    fp8=$src/tests/data/hf/deepseek_v32-fp8-tiny
+    for v in blk sdt; do cp -r "$fp8" "$tmp/$v"; done
+    python3 - "$tmp/blk/config.json" "$tmp/sdt/model-00001-of-00003.safetensors" <<'PY' || exit 1
+import json, sys
+c = json.load(open(sys.argv[1])); c["quantization_config"]["weight_block_size"] = [64, 64]; json.dump(c, open(sys.argv[1], "w"))
+b = bytearray(open(sys.argv[2], "rb").read()); n = int.from_bytes(b[:8], "little")
+i = b.index(b'_scale_inv":{"dtype":"F32"', 8, 8 + n) + 22; b[i:i + 3] = b"I32"; open(sys.argv[2], "wb").write(b)
+PY
+    expect_error "scale tensor '.*_scale_inv' in .*blk/model-00001-of-00003.safetensors has shape \[2, 1\], but fp8 weight '.*' of shape \[192, 48\] in 64 x 64 blocks needs \[3, 1\]" \
+      "$bin" generate -m "$tmp/blk" -p hi -n 1
+    expect_error "scale tensor '.*_scale_inv' in .*sdt/model-00001-of-00003.safetensors is I32, F32 expected" \
+      "$bin" generate -m "$tmp/sdt" -p hi -n 1
+    # tokenizer_config.json: cut short, a chat template of the wrong type, an added token that
+    # tokenizer.json has otherwise.
+    head -c 30 "$hf/tokenizer_config.json" > "$tmp/tcut/tokenizer_config.json"
+    expect_error "tcut/tokenizer_config.json is not valid JSON" "$bin" tokenize -m "$tmp/tcut" -p hi
+    python3 - "$tmp/tctype/tokenizer_config.json" "$tmp/tcmis/tokenizer_config.json" <<'PY' || exit 1
+import json, sys
+c = json.load(open(sys.argv[1])); c["chat_template"] = 5; json.dump(c, open(sys.argv[1], "w"))
+c = json.load(open(sys.argv[2])); c["added_tokens_decoder"] = {"0": {"content": "<not-this>"}}; json.dump(c, open(sys.argv[2], "w"))
+PY
+    expect_error "tctype/tokenizer_config.json: chat_template is an integer (5), a string or a list of named templates expected" \
+      "$bin" generate --chat -m "$tmp/tctype" -p hi -n 1
+    expect_error "tcmis/tokenizer_config.json: added_tokens_decoder\[\"0\"\]: content '<not-this>' differs from .*tcmis/tokenizer.json's token 0" \
+      "$bin" tokenize -m "$tmp/tcmis" -p hi
+    # Pattern strings: too short for the model, a letter that is neither F nor S; indexer_types in
+    # config.json with an unknown entry.
+    expect_error "layer pattern 'FSF' has 3 layers but the model has 4" "$bin" generate -m "$hf" -p hi -n 1 --pattern FSF
+    expect_error "layer pattern 'FXSF': character 1 is 'X', only F (full) and S (shared) are allowed" \
+      "$bin" generate -m "$hf" -p hi -n 1 --pattern FXSF
+    python3 - "$tmp/pat/config.json" <<'PY' || exit 1
+import json, sys
+c = json.load(open(sys.argv[1])); c["indexer_types"] = ["full", "bogus", "shared", "full"]; json.dump(c, open(sys.argv[1], "w"))
+PY
+    expect_error "pat/config.json: 'indexer_types'\[1\] is \"bogus\", \"full\" or \"shared\" expected" \
+      "$bin" generate -m "$tmp/pat" -p hi -n 1
+    # A text that is not UTF-8 (Latin-1, stray continuation bytes, NUL) is read as bytes: the
+    # byte-level tokenizers have a token for each, so it loads and scores.
+    python3 -c 'import sys; open(sys.argv[1], "wb").write(b"".join(b"caf\xe9 \xff\xfe\x80\x00 \xc3( line %d\n" % i for i in range(12)))' \
+      "$tmp/latin1.txt"
+    out=$("$bin" perplexity -m "$hf" -f "$tmp/latin1.txt" -c 32 --json 2>/dev/null) || fail "perplexity on a non-UTF-8 text failed"
+    python3 -c 'import json, math, sys; r = json.loads(sys.argv[1]); assert r["tokens"] > 100 and math.isfinite(r["ppl"]), r' "$out" ||
+      exit 1 ;;
   family)
     # The DSA family from HF folders (tests/data/hf, made by scripts/hf_oracle.py): every generic
     # command runs on it, the IndexCache pattern comes from config.json or --pattern, and commands
