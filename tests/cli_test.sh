@@ -235,7 +235,7 @@ PY
       --config b=model@FFFF -f "$tmp/t.txt" --ctx 64 --sections ppl
     expect_error "no dense form" "$bin" eval -m "$dsa" --config a=dense -f "$tmp/t.txt" --ctx 64 --sections ppl
     expect_error "carries its own" "$bin" search -m "$dsa" --indexers x -f "$tmp/t.txt"
-    expect_error "not supported by it yet" "$bin" distill --mode warmup -m "$dsa" --data "$tmp" --heldout "$tmp" -o "$tmp/x"
+    expect_error "top-k are the checkpoint's" "$bin" distill --mode warmup -m "$dsa" --data "$tmp" --topk 4 -o "$tmp/x"
     expect_error "carries its own" "$bin" generate -m "$dsa" -p hi -n 1 --indexers x
     mkdir "$tmp/empty"
     expect_error "needs a config.json" "$bin" generate -m "$tmp/empty" -p hi -n 1
@@ -266,6 +266,48 @@ c = json.load(open(sys.argv[1])); c["chat_template"] = "{{ messages }}"; json.du
 PY
     expect_error "lite/tokenizer_config.json: a chat template this build does not know" \
       "$bin" generate -m "$tmp/lite" --chat -p hi -n 1 ;;
+  family_distill)
+    # Distillation on the DSA family (docs/DISTILL.md, "The DSA family"): train the checkpoint's own
+    # indexers for a pattern, write them back into a new HF folder with the pattern in config.json,
+    # read it back (perplexity and per-layer recall); the DSA warm-up of the dense MLA model.
+    dsa=$src/tests/data/hf/glm_moe_dsa-tiny lite=$src/tests/data/hf/glm4_moe_lite-tiny
+    [ -d "$dsa" ] || { echo "tests/data/hf missing, skipped"; exit 77; }
+    head -c 4000 "$src/tests/data/reference_text.txt" > "$tmp/t.txt"
+    "$bin" distill -m "$dsa" --mode pattern --pattern FSSF --data "$tmp/t.txt" --heldout "$tmp/t.txt" \
+      --heldout-windows 2 -c 48 -b 2 --steps 4 --lr 3e-3 -o "$tmp/hf" --json >"$tmp/ev.json" 2>"$tmp/err" ||
+      fail "family distill failed: $(cat "$tmp/err")"
+    grep -q "wrote $tmp/hf: 10 indexer tensors of 2 F layers" "$tmp/err" || fail "no write-back report: $(cat "$tmp/err")"
+    python3 - "$tmp/ev.json" "$tmp/hf" <<'PY' || exit 1
+import json, os, sys
+r = json.load(open(sys.argv[1]))
+assert r["pattern"] == "FSSF" and [l["source"] for l in r["layers"]] == [0, 0, 0, 3], r
+assert all(0 <= l["recall"] <= 1 and l["kl"] >= 0 for l in r["layers"]), r
+c = json.load(open(os.path.join(sys.argv[2], "config.json")))
+assert c["index_topk_pattern"] == "FSSF" and c["indexer_types"] == ["full", "shared", "shared", "full"], c
+ix = json.load(open(os.path.join(sys.argv[2], "model.safetensors.index.json")))["weight_map"]
+assert ix["model.layers.3.self_attn.indexer.wq_b.weight"] == "model-indexcache-indexers.safetensors", ix
+assert ix["model.layers.1.self_attn.indexer.wq_b.weight"] != "model-indexcache-indexers.safetensors", ix
+PY
+    "$bin" perplexity -m "$tmp/hf" -f "$tmp/t.txt" -c 64 2>"$tmp/err" >/dev/null || fail "perplexity on the output failed: $(cat "$tmp/err")"
+    grep -q "pattern FSSF" "$tmp/err" || fail "the output's pattern is not FSSF: $(cat "$tmp/err")"
+    "$bin" eval -m "$tmp/hf" --config t=model --config a=model@FFFF --sections recall -f "$tmp/t.txt" --recall-ctx 48 \
+      --recall-windows 2 --json "$tmp/r.json" >/dev/null 2>"$tmp/err" || fail "family eval recall failed: $(cat "$tmp/err")"
+    python3 - "$tmp/r.json" "$tmp/ev.json" <<'PY' || exit 1
+import json, sys
+c = {x["name"]: x for x in json.load(open(sys.argv[1]))["configs"]}
+ev = json.load(open(sys.argv[2]))
+t, a = c["t"]["recall"], c["a"]["recall"]
+assert [l["source"] for l in t["layers"]] == [0, 0, 0, 3] and [l["source"] for l in a["layers"]] == [0, 1, 2, 3], c
+# the same windows, teacher and weights as distill's own held-out evaluation (bf16-rounded on disk)
+for x, y in zip(t["layers"], ev["layers"]):
+    assert abs(x["kl"] - y["kl"]) <= 0.05 * max(1.0, y["kl"]), (x, y)
+PY
+    expect_error "exists" "$bin" distill -m "$dsa" --mode warmup --data "$tmp/t.txt" -c 48 --steps 1 -o "$tmp/hf"
+    expect_error "use --mode pattern" "$bin" distill -m "$dsa" --pattern FSSF --data "$tmp/t.txt" -o "$tmp/o2"
+    "$bin" distill -m "$lite" --mode warmup --heads 2 --head-dim 16 --topk 8 --data "$tmp/t.txt" -c 48 --steps 2 \
+      -o "$tmp/lite.safetensors" 2>"$tmp/err" >/dev/null || fail "dense MLA warm-up failed: $(cat "$tmp/err")"
+    grep -q "x-fed indexer 2x16 top-k 8" "$tmp/err" || fail "no warm-up report: $(cat "$tmp/err")"
+    [ -s "$tmp/lite.safetensors" ] || fail "no indexer file written" ;;
   dsa)
     "$bin" init-indexers -m "$model" -o "$tmp/idx.safetensors" --heads 2 --head-dim 32 --topk 16 -s 1 2>/dev/null ||
       fail "init-indexers failed"

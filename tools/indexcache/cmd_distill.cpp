@@ -5,11 +5,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "common.h"
 #include "core/error.h"
+#include "indexcache/family_trainer.h"
+#include "indexcache/hf_writeback.h"
 #include "indexcache/trainer.h"
 
 namespace ic::cli {
@@ -40,7 +43,7 @@ std::string data_summary(const char* split, const std::vector<std::string>& path
                      w.files().size(), w.n_tokens(), w.n_windows(), w.ctx(), w.fingerprint());
 }
 
-void print_eval(const EvalReport& r, const DsaSpec& spec, bool json) {
+void print_eval(const EvalReport& r, const LayerPattern& pattern, int64_t topk, bool json) {
   if (json) {
     nlohmann::json layers = nlohmann::json::array();
     for (const LayerEval& e : r.layers)
@@ -50,14 +53,14 @@ void print_eval(const EvalReport& r, const DsaSpec& spec, bool json) {
                         {"kl", e.stats.mean_kl()},
                         {"recall", e.stats.recall()},
                         {"rows", e.stats.rows}});
-    const nlohmann::json j = {{"pattern", spec.pattern.str()}, {"topk", spec.config.topk}, {"windows", r.windows},
+    const nlohmann::json j = {{"pattern", pattern.str()}, {"topk", topk}, {"windows", r.windows},
                               {"tokens", r.tokens},            {"mean_kl", r.mean_kl()},  {"recall", r.recall()},
                               {"seconds", r.seconds},          {"layers", layers}};
     std::printf("%s\n", j.dump().c_str());
     return;
   }
   std::printf("held-out: %lld windows, %lld tokens, pattern %s, top-k %lld\n", (long long)r.windows,
-              (long long)r.tokens, spec.pattern.str().c_str(), (long long)spec.config.topk);
+              (long long)r.tokens, pattern.str().c_str(), (long long)topk);
   std::printf("layer | F/S | source | KL(p || q) | recall@k\n");
   for (const LayerEval& e : r.layers)
     std::printf("%5lld |  %s  | %6lld | %10.4f | %8.4f\n", (long long)e.layer, e.layer == e.source ? "F" : "S",
@@ -65,7 +68,10 @@ void print_eval(const EvalReport& r, const DsaSpec& spec, bool json) {
   std::printf(" mean |     |        | %10.4f | %8.4f\n", r.mean_kl(), r.recall());
 }
 
+void run_family(const DistillArgs& a);
+
 void run(DistillArgs a) {
+  if (is_hf_folder(resolve_model_path(a.model.model))) return run_family(a);
   auto model = load_llama(a.model, "distill", a.json);
   const LlamaConfig& mc = model->config();
   const Tokenizer& tok = model->tokenizer();
@@ -95,7 +101,7 @@ void run(DistillArgs a) {
     const std::optional<LayerPattern> p = eval_pattern ? eval_pattern : pattern;
     const DsaSpec spec = load_indexers(a.eval_indexers, mc.n_layers, mc.dim, p,
                                        a.topk_given ? std::optional<int64_t>(a.icfg.topk) : std::nullopt);
-    print_eval(evaluate(*model, spec, *held, model->device()), spec, a.json);
+    print_eval(evaluate(*model, spec, *held, model->device()), spec.pattern, spec.config.topk, a.json);
     return;
   }
 
@@ -202,15 +208,114 @@ void run(DistillArgs a) {
 
   if (held) {
     if (eval_pattern) spec.pattern = *eval_pattern;
-    print_eval(evaluate(*model, spec, *held, model->device()), spec, a.json);
+    print_eval(evaluate(*model, spec, *held, model->device()), spec.pattern, spec.config.topk, a.json);
   }
+}
+
+// -m DIR: the DSA family (family_trainer.h). A DSA checkpoint's own indexers are trained and
+// written back into a copy of the folder (-o DIR, hf_writeback.h); a dense MLA model
+// (glm4_moe_lite) gets x-fed indexers, written as an indexer file (-o FILE) for --indexers.
+void run_family(const DistillArgs& a) {
+  IC_CHECK(a.resume.empty() && a.save_every == 0 && a.checkpoint.empty() && a.init.empty(),
+           "distill -m DIR: --resume, --save-every, --checkpoint and --init are for llama-family runs only so far");
+  IC_CHECK(!a.eval_only, "distill -m DIR: --eval-only is for indexer files of llama-family models; evaluate a "
+           "written folder with `indexcache eval -m OUT_DIR --recall`");
+  IC_CHECK(a.model.device == "cpu", "distill -m DIR runs on the CPU reference path (--device cpu)");
+  std::unique_ptr<Model> base = load_model(a.model, a.json);
+  auto* model = dynamic_cast<MlaMoeModel*>(base.get());
+  IC_CHECK(model, "distill -m {}: not a DSA-family model", a.model.model);
+  const MlaMoeConfig& mc = model->config();
+  const Tokenizer& tok = model->tokenizer();
+  const TokenizeFn tokenize = [&](std::string_view text) { return tok.encode(text, false); };
+  TextDataOptions dopt;
+  dopt.ctx = a.ctx;
+  dopt.separator = tok.eos_id();
+  IC_CHECK(!a.data.empty(), "distill needs --data FILES_OR_FOLDERS (the training text)");
+  IC_CHECK(!a.out.empty(), "distill -m DIR needs -o {}", mc.has_indexer_arch() ? "OUT_DIR (a new HF folder)" : "FILE (the indexer file)");
+  IC_CHECK(a.pattern.empty() || a.index_freq == 0, "give --pattern or --index-freq, not both");
+  IC_CHECK(!mc.has_indexer_arch() || !std::filesystem::exists(a.out), "distill -m {}: -o {} exists (give a new folder)",
+           a.model.model, a.out);
+  FamilyTrainerConfig cfg;
+  cfg.mode = distill_mode_from_string(a.mode);
+  std::optional<LayerPattern> pattern;
+  if (!a.pattern.empty()) pattern = LayerPattern::parse(a.pattern, mc.n_layers);
+  if (a.index_freq > 0) pattern = LayerPattern::from_freq(mc.n_layers, a.index_freq, a.index_offset);
+  IC_CHECK(cfg.mode == DistillMode::kPattern || !pattern,
+           "--pattern/--index-freq train for an IndexCache pattern: use --mode pattern (warmup is all-F)");
+  IC_CHECK(cfg.mode == DistillMode::kWarmup || pattern, "--mode pattern needs --pattern FSSF... or --index-freq N");
+  if (pattern) cfg.pattern = *pattern;
+  cfg.adamw = a.acfg;
+  cfg.adamw.total_steps = a.steps;
+  cfg.batch = a.batch;
+  cfg.seed = a.seed;
+  if (!mc.has_indexer_arch()) {
+    cfg.attach = a.icfg;
+    cfg.attach.rope_style = ops::rope_style_from_string(a.rope_style);
+    cfg.attach.rope_base = static_cast<float>(mc.rope.theta);
+    if (!a.rope_dim_given) cfg.attach.rope_dim = std::min<int64_t>(cfg.attach.rope_dim, cfg.attach.head_dim);
+  } else {
+    IC_CHECK(!a.topk_given && !a.rope_dim_given, "distill -m {}: the indexer's shape, RoPE and top-k are the "
+             "checkpoint's ({})", a.model.model, mc.architecture);
+  }
+  TextDataOptions topt = dopt;
+  topt.max_tokens = a.max_tokens;
+  const TextWindows train = TextWindows::load(a.data, tokenize, topt);
+  std::optional<TextWindows> held;
+  if (!a.heldout.empty()) {
+    TextDataOptions hopt = dopt;
+    hopt.max_windows = a.heldout_windows;
+    hopt.max_tokens = a.heldout_windows * a.ctx;
+    held = TextWindows::load(a.heldout, tokenize, hopt);
+  }
+  if (!a.json) std::fprintf(stderr, "%s\n", data_summary("train", a.data, train).c_str());
+  FamilyTrainer trainer(*model, train, cfg);
+  const FamilyIndexerShape sh = trainer.shape();
+  std::fprintf(stderr, "distill: %s, mode %s, pattern %s (%lld F layers), %s indexer %lldx%lld top-k %lld, %lld steps "
+               "x %lld windows of %lld, lr %g, MLA teacher (absorbed, softmax scale %.6g)\n",
+               mc.architecture.c_str(), a.mode.c_str(), trainer.pattern().str().c_str(),
+               (long long)trainer.pattern().n_full(), trainer.own_indexers() ? "the checkpoint's" : "x-fed",
+               (long long)sh.n_heads, (long long)sh.head_dim, (long long)sh.topk, (long long)a.steps,
+               (long long)a.batch, (long long)a.ctx, cfg.adamw.lr, mc.softmax_scale());
+  double seconds = 0.0;
+  int64_t tokens = 0;
+  while (!trainer.done()) {
+    if (a.time_limit > 0 && trainer.steps_done() > 0 &&
+        seconds_since(a.started) + seconds / static_cast<double>(trainer.steps_done()) > a.time_limit)
+      break;
+    const StepReport r = trainer.step();
+    seconds += r.seconds;
+    tokens += r.tokens;
+    if (r.step % a.log_every == 0 || r.step == r.total)
+      std::fprintf(stderr, "step %lld/%lld | loss %.4f | recall %.4f | lr %.3g | |g| %.3g | %.0f tokens/s\n",
+                   (long long)r.step, (long long)r.total, r.mean_kl, r.recall, r.lr, r.max_grad_norm,
+                   tokens / std::max(seconds, 1e-9));
+  }
+  if (trainer.own_indexers()) {
+    std::map<int64_t, dsa::IndexerWeights> trained;
+    for (int64_t l : trainer.pattern().full_layers()) trained[l] = trainer.checkpoint_weights(l);
+    const WritebackReport rep = write_indexers_hf(model->path(), a.out, trained, trainer.pattern());
+    std::fprintf(stderr, "wrote %s: %lld indexer tensors of %zu F layers in %s (%s), shards rewritten without them: "
+                 "%s; config.json pattern %s\n",
+                 a.out.c_str(), (long long)rep.tensors, trained.size(), rep.shard.c_str(),
+                 rep.dtypes.begin()->second.c_str(), rep.rewritten.empty() ? "none" : fmt::format("{}", fmt::join(rep.rewritten, ", ")).c_str(),
+                 trainer.pattern().str().c_str());
+  } else {
+    DsaSpec spec = trainer.spec();
+    spec.metadata["indexcache.recipe"] = fmt::format("indexcache distill ({})", a.command_line);
+    spec.metadata["indexcache.steps_done"] = fmt::format("{} of {}", trainer.steps_done(), a.steps);
+    const DType storage = a.save_dtype == "f16" ? DType::F16 : a.save_dtype == "bf16" ? DType::BF16 : DType::F32;
+    save_indexers(a.out, spec, mc.hidden, storage);
+    std::fprintf(stderr, "wrote %s with %s weights (attach with -m %s --indexers %s)\n", a.out.c_str(),
+                 a.save_dtype.c_str(), model->path().c_str(), a.out.c_str());
+  }
+  if (held) print_eval(evaluate_family(*model, trainer.indexers(), *held), trainer.pattern(), sh.topk, a.json);
 }
 }  // namespace
 
 void register_distill(CLI::App& app) {
   auto a = std::make_shared<DistillArgs>();
   CLI::App* cmd = app.add_subcommand("distill", "Train lightning indexers by distillation from the dense model");
-  cmd->add_option("-m,--model", a->model.model, "GGUF model file (the frozen teacher)");
+  cmd->add_option("-m,--model", a->model.model, "GGUF model file or HF model folder of the DSA family (the frozen teacher)");
   cmd->add_option("-t,--threads", a->model.threads, "CPU threads (default: all cores)");
   cmd->add_option("--device", a->model.device,
                   "Where the frozen model's forward, the teacher targets and the indexer loss + gradient run "
@@ -220,7 +325,7 @@ void register_distill(CLI::App& app) {
   cmd->add_option("--heldout", a->heldout, "Held-out text for evaluation: files or folders");
   cmd->add_option("--heldout-windows", a->heldout_windows, "Evaluate on the first N held-out windows")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("-o,--output", a->out, "Indexer file to write (safetensors; loadable by --indexers)");
+  cmd->add_option("-o,--output", a->out, "Indexer file to write (safetensors; loadable by --indexers); -m DIR of a DSA checkpoint: a new HF folder with the trained indexers and the pattern");
   cmd->add_option("--mode", a->mode, "warmup (all layers F, own targets) or pattern (IndexCache L_multi)")
       ->check(CLI::IsMember({"warmup", "pattern"}));
   cmd->add_option("--pattern", a->pattern, "Pattern to train for (mode pattern), one F/S letter per layer");

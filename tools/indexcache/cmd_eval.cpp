@@ -12,8 +12,10 @@
 #include "common.h"
 #include "core/error.h"
 #include "indexcache/eval_config.h"
+#include "indexcache/family_trainer.h"
 #include "indexcache/text_data.h"
 #include "indexcache/trainer.h"
+#include "model/dsa_family/model.h"
 #include "runtime/passkey.h"
 #include "runtime/perplexity.h"
 
@@ -151,11 +153,8 @@ void run(EvalArgs a) {
     // A checkpoint's pattern whose F layers have no indexer tensors fails here, not after an hour.
     if (!llama) apply(*model, llama, specs.back());
   }
-  if (do_recall && !llama) {
-    std::fprintf(stderr, "eval: recall is not supported for DSA checkpoints yet (it needs the MLA teacher's "
-                 "attention); skipped\n");
-    do_recall = false;
-  }
+  auto* family = dynamic_cast<MlaMoeModel*>(model.get());
+  IC_CHECK(!do_recall || llama || family, "eval: recall runs on llama-family and DSA-family models");
 
   std::vector<int32_t> heldout;
   std::optional<TextWindows> recall_windows;
@@ -214,11 +213,14 @@ void run(EvalArgs a) {
                      {"seconds", r.seconds}};
     }
     if (do_recall && specs[ci] && recall_windows) {
-      // The teacher (trainer.h's evaluate) runs the model dense and scores the spec's indexers.
-      llama->set_dsa(nullptr);
+      // The teacher (trainer.h's evaluate; family_trainer.h's for the DSA family, the MLA
+      // attention's head mean) runs the model dense and scores the config's indexers.
+      if (llama) llama->set_dsa(nullptr);
       std::fprintf(stderr, "%s recall: %lld windows of %lld ...\n", tag.c_str(), (long long)recall_windows->n_windows(),
                    (long long)recall_windows->ctx());
-      const EvalReport r = evaluate(*llama, *specs[ci].spec, *recall_windows);
+      const EvalReport r = llama ? evaluate(*llama, *specs[ci].spec, *recall_windows)
+                                 : evaluate_family(*family, checkpoint_indexers(*family, *specs[ci].pattern),
+                                                   *recall_windows);
       nlohmann::json layers = nlohmann::json::array();
       for (const LayerEval& e : r.layers)
         layers.push_back({{"layer", e.layer}, {"source", e.source}, {"full", e.layer == e.source},
