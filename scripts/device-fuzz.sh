@@ -18,7 +18,9 @@
 #                targets each keep one core of their own all the time, so the slow ones get some
 #                execs while the fast ones are brought to the goal first. A target stops getting
 #                chunks after 3 findings.
-# Example (docs/FUZZ.md): scripts/device-fuzz.sh .fuzzbundle 400 --reserve 2 dsa_config hf_folder ...
+# A target neither reserved nor reached in the order gets no core at all (hf_folder, third of
+# seven with --reserve 4, on 2026-12-03): reserve all but the first one or two.
+# Example (docs/FUZZ.md): scripts/device-fuzz.sh .fuzzbundle 280 --reserve 6 dsa_config tokenizer_json ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -60,7 +62,7 @@ for t in "$@"; do
   fi
   mkdir -p "$work/corpus/$t" "$work/findings/$t" "$work/logs/$t"
   from=$work/from/corpus/$t; [ -d "$from" ] || from=$root/fuzz/corpus/$t
-  cp "$from"/* "$work/corpus/$t"/ && cp -n "$root/fuzz/corpus/$t"/* "$work/corpus/$t"/
+  cp "$from"/* "$work/corpus/$t"/ && cp -n "$root/fuzz/corpus/$t"/* "$work/corpus/$t"/ 2>/dev/null
   note "$t: corpus $(ls "$work/corpus/$t" | wc -l) files"
   targets+=("$t")
 done
