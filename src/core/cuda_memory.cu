@@ -15,10 +15,46 @@ bool cuda_available() {
 
 namespace cuda {
 
+namespace {
+
+// Device memory comes from the device's stream-ordered pool (cudaMallocAsync on the legacy
+// default stream, which every op runs on): a freed block goes back to the pool in stream order
+// and the next allocation of its size reuses it without a device synchronisation, so
+// allocating per op costs no cudaMalloc/cudaFree on the hot path. The pool keeps what it holds
+// (release threshold: everything); when an allocation fails it is trimmed once and retried.
+void init_pool() {
+  static const bool done = [] {
+    int dev = 0;
+    cudaMemPool_t pool = nullptr;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
+      uint64_t keep = UINT64_MAX;
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+    cudaGetLastError();
+    return true;
+  }();
+  (void)done;
+}
+
+cudaError_t pool_alloc(void** p, int64_t bytes) {
+  init_pool();
+  cudaError_t e = cudaMallocAsync(p, static_cast<size_t>(bytes), cudaStreamLegacy);
+  if (e != cudaErrorMemoryAllocation) return e;
+  cudaGetLastError();
+  int dev = 0;
+  cudaMemPool_t pool = nullptr;
+  cudaDeviceSynchronize();  // frees in flight complete, then give the pool's unused blocks back
+  if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess)
+    cudaMemPoolTrimTo(pool, 0);
+  return cudaMallocAsync(p, static_cast<size_t>(bytes), cudaStreamLegacy);
+}
+
+}  // namespace
+
 void* alloc(int64_t bytes) {
   void* p = nullptr;
   if (bytes == 0) return nullptr;
-  const cudaError_t e = cudaMalloc(&p, static_cast<size_t>(bytes));
+  const cudaError_t e = pool_alloc(&p, bytes);
   if (e != cudaSuccess) {
     cudaGetLastError();  // clear the sticky-free error state
     size_t free_b = 0, total_b = 0;
@@ -30,7 +66,7 @@ void* alloc(int64_t bytes) {
 }
 
 void free(void* p) {
-  if (p) cudaFree(p);
+  if (p) cudaFreeAsync(p, cudaStreamLegacy);
 }
 
 void copy(void* dst, Device dst_dev, const void* src, Device src_dev, int64_t bytes) {

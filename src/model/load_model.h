@@ -21,10 +21,17 @@ struct LoadOptions {
   // the one its config.json names): only that pattern's F layers' indexers are loaded.
   std::function<std::optional<LayerPattern>(int64_t n_layers)> pattern;
   PatternRule rule = PatternRule::HF;  // how config.json's IndexCache knobs are read
+  bool indexer_fp8 = false;  // the DSA family's GPU indexer in fp8 (FamilyOptions::indexer_fp8)
 };
 
 // Throws ic::Error naming the path when it is neither a GGUF file nor a folder with config.json.
 std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& opt = {});
+
+// A DSA-family model with random weights (--random-weights): `spec` is a preset name or a
+// config.json path (model/dsa_family/presets.h), `layers` > 0 truncates it, `seed` fixes the
+// weights. The pattern callback and device of `opt` apply; it has no tokenizer.
+std::unique_ptr<Model> load_random_model(const std::string& spec, uint64_t seed, int64_t layers,
+                                         const LoadOptions& opt = {});
 
 // True when `path` names an HF model folder (a directory holding config.json).
 bool is_hf_folder(const std::string& path);

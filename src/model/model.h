@@ -116,6 +116,10 @@ class Model {
   IndexReuse make_reuse() const;
 
   void set_tensor_callback(TensorCallback cb) { callback_ = std::move(cb); }
+  // GPU paths: with phase timing on, the forward synchronises the device around the indexer and
+  // attention so that stats() splits the time; off (the default), it never waits on the device
+  // for timing. The CPU paths always time their phases.
+  virtual void set_phase_timing(bool on) { (void)on; }
   const ForwardStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }
 

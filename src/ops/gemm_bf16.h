@@ -26,17 +26,26 @@ struct GemmBf16Params {
   int64_t in;         // >= 1
   DType y_type;       // F32 or BF16
   bool accumulate = false;  // y += x @ W^T instead of y = x @ W^T
+  // Strided batch: `batch` independent products, product b reading x + b * stride_x,
+  // w + b * stride_w and writing y + b * stride_y (strides in elements; batch 1 ignores them).
+  // The absorbed MLA's per-head products are one such call instead of one GEMM per head.
+  int64_t batch = 1;
+  int64_t stride_x = 0, stride_w = 0, stride_y = 0;
 };
 
 // x: BF16 [n, in]; w: BF16 [out, in]; y: F32 or BF16 [n, out]; all on one device.
 void gemm_bf16(const Tensor& x, const Tensor& w, Tensor& y, bool accumulate = false);
+// The raw form (strided batches; pointers on `dev`): checks the sizes, then runs the CPU
+// reference or cuBLASLt.
+void gemm_bf16(const GemmBf16Params& p, Device dev);
 
 namespace cpu {
 // The plain reference: double sums, one rounding to y's type. The CPU path of the front.
 void gemm_bf16_reference(const GemmBf16Params& p);
 }  // namespace cpu
 namespace cuda {
-// cuBLASLt, CUBLAS_COMPUTE_32F, on the legacy default stream like every op. The algorithm is
+// cuBLASLt, CUBLAS_COMPUTE_32F, on the legacy default stream like every op (a strided batch is
+// one call with the layouts' batch count and offsets). The algorithm is
 // chosen by cuBLASLt's heuristic once per shape and alignment and then reused, so a shape gives
 // the same bits run to run. All pointers are device memory.
 void gemm_bf16(const GemmBf16Params& p);

@@ -5,7 +5,9 @@
 
 namespace ic::ops::cpu {
 
-void gemm_bf16_reference(const GemmBf16Params& p) {
+namespace {
+
+void one_product(const GemmBf16Params& p) {
   // Widen W once: every row of x reads all of it.
   std::vector<double> w(static_cast<size_t>(p.out * p.in));
   for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_to_f32(p.w[i]);
@@ -28,6 +30,20 @@ void gemm_bf16_reference(const GemmBf16Params& p) {
         y[i] = f32_to_bf16(static_cast<float>(p.accumulate ? s + bf16_to_f32(y[i]) : s));
       }
     }
+  }
+}
+
+}  // namespace
+
+void gemm_bf16_reference(const GemmBf16Params& p) {
+  const int64_t ysize = p.y_type == DType::F32 ? 4 : 2;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    GemmBf16Params q = p;
+    q.batch = 1;
+    q.x = p.x + b * p.stride_x;
+    q.w = p.w + b * p.stride_w;
+    q.y = static_cast<char*>(p.y) + b * p.stride_y * ysize;
+    one_product(q);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <map>
@@ -55,7 +56,14 @@ struct Plan {
   }
 };
 
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t>;
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t, int64_t, int64_t,
+                           int64_t, int64_t>;
+
+void set_batch(cublasLtMatrixLayout_t l, int64_t batch, int64_t stride) {
+  const int32_t b = static_cast<int32_t>(batch);
+  IC_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b, sizeof b));
+  IC_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+}
 
 // A cuBLASLt handle, its workspace and the plans, per host thread and device: a handle costs
 // milliseconds to create and must not be used by two threads at once, and the op's signature
@@ -96,8 +104,17 @@ class LtContext {
 };
 
 const Plan& LtContext::plan(const GemmBf16Params& p) {
-  const uint32_t al_w = alignment_of(p.w), al_x = alignment_of(p.x), al_y = alignment_of(p.y);
-  const PlanKey key{p.n, p.out, p.in, static_cast<int>(p.y_type), p.accumulate, al_w, al_x, al_y};
+  // Every product of a batch starts at base + b * stride: the alignment is the base's and the stride's.
+  const int64_t ysize = p.y_type == DType::F32 ? 4 : 2;
+  const auto aligned = [&](const void* base, int64_t stride_bytes) {
+    const uint32_t a = alignment_of(base);
+    if (p.batch == 1) return a;
+    return std::min(a, alignment_of(reinterpret_cast<const void*>(static_cast<uintptr_t>(stride_bytes))));
+  };
+  const uint32_t al_w = aligned(p.w, p.stride_w * 2), al_x = aligned(p.x, p.stride_x * 2),
+                 al_y = aligned(p.y, p.stride_y * ysize);
+  const PlanKey key{p.n, p.out, p.in, static_cast<int>(p.y_type), p.accumulate, al_w, al_x, al_y,
+                    p.batch, p.stride_x, p.stride_w, p.stride_y};
   if (auto it = plans_.find(key); it != plans_.end()) return *it->second;
 
   auto pl = std::make_unique<Plan>();
@@ -109,6 +126,11 @@ const Plan& LtContext::plan(const GemmBf16Params& p) {
   IC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->a, CUDA_R_16BF, p.in, p.out, p.in));
   IC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->b, CUDA_R_16BF, p.in, p.n, p.in));
   IC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl->c, yt, p.out, p.n, p.out));
+  if (p.batch > 1) {
+    set_batch(pl->a, p.batch, p.stride_w);
+    set_batch(pl->b, p.batch, p.stride_x);
+    set_batch(pl->c, p.batch, p.stride_y);
+  }
 
   cublasLtMatmulPreference_t pref = nullptr;
   IC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -150,7 +172,7 @@ LtContext& context_for_current_device() {
 
 void gemm_bf16(const GemmBf16Params& p) {
   if (p.n == 0 || p.out == 0) return;
-  IC_CHECK(p.n <= INT_MAX && p.out <= INT_MAX && p.in <= INT_MAX,
+  IC_CHECK(p.n <= INT_MAX && p.out <= INT_MAX && p.in <= INT_MAX && p.batch <= INT_MAX,
            "gemm_bf16: {}x{}x{} exceeds cuBLASLt's 32-bit dimensions", p.n, p.out, p.in);
   IC_CHECK(p.y_type == DType::F32 || p.y_type == DType::BF16, "gemm_bf16: y must be F32 or BF16, got {}",
            dtype_name(p.y_type));
@@ -159,6 +181,14 @@ void gemm_bf16(const GemmBf16Params& p) {
   const float alpha = 1.0f, beta = p.accumulate ? 1.0f : 0.0f;
   if (pl.classic) {
     const cudaDataType_t yt = p.y_type == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
+    if (p.batch > 1) {
+      IC_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+          ctx.classic(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(p.out), static_cast<int>(p.n),
+          static_cast<int>(p.in), &alpha, p.w, CUDA_R_16BF, static_cast<int>(p.in), p.stride_w, p.x, CUDA_R_16BF,
+          static_cast<int>(p.in), p.stride_x, &beta, p.y, yt, static_cast<int>(p.out), p.stride_y,
+          static_cast<int>(p.batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      return;
+    }
     IC_CUBLAS_CHECK(cublasGemmEx(ctx.classic(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(p.out), static_cast<int>(p.n),
                                  static_cast<int>(p.in), &alpha, p.w, CUDA_R_16BF, static_cast<int>(p.in), p.x,
                                  CUDA_R_16BF, static_cast<int>(p.in), &beta, p.y, yt, static_cast<int>(p.out),

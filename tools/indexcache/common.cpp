@@ -29,6 +29,15 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
                   "How a DSA checkpoint's config.json IndexCache knobs are read: hf, sglang or thudm (docs/FAMILY.md)")
       ->check(CLI::IsMember({"hf", "sglang", "thudm"}));
   cmd->add_flag("--mtp", o.mtp, "Load a DSA checkpoint's MTP/NextN layer (always F)");
+  cmd->add_option("--random-weights", o.random_weights,
+                  "Instead of -m: a DSA-family model of random weights in the exact layout, from a preset "
+                  "(glm47-flash-dsa, deepseek-v32, glm5) or a config.json; for speed runs only");
+  cmd->add_option("--weights-seed", o.weights_seed, "Seed of --random-weights");
+  cmd->add_option("--layers", o.layers, "Only the first N layers of a --random-weights model (quick checks)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("--indexer-fp8", o.indexer_fp8,
+                "DSA family on the GPU: the indexer in fp8 (e4m3 q and keys, one scale per row), as DeepSeek's "
+                "inference runs it; default bf16");
 }
 
 namespace {
@@ -52,10 +61,25 @@ void report_load(const Model& m, double seconds) {
 
 std::unique_ptr<Model> load_model(const ModelOptions& o, bool quiet) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
+  IC_CHECK(o.random_weights.empty() || o.model.empty(), "give -m or --random-weights, not both");
+  IC_CHECK(o.layers == 0 || !o.random_weights.empty(), "--layers truncates --random-weights models only");
+  if (!o.random_weights.empty()) {
+    IC_CHECK(o.indexers.empty(), "--indexers attach to checkpoints; --random-weights models carry their own");
+    LoadOptions lo;
+    lo.device = o.device == "cuda" ? Device::CUDA : Device::CPU;
+    lo.mtp = o.mtp;
+    lo.indexer_fp8 = o.indexer_fp8;
+    if (!o.pattern.empty() || o.index_freq > 0) lo.pattern = [&o](int64_t L) { return pattern_option(o, L); };
+    const auto t0 = std::chrono::steady_clock::now();
+    auto m = ic::load_random_model(o.random_weights, o.weights_seed, o.layers, lo);
+    if (!quiet) report_load(*m, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return m;
+  }
   const std::string path = resolve_model_path(o.model);
   LoadOptions lo;
   lo.device = o.device == "cuda" ? Device::CUDA : Device::CPU;
   lo.mtp = o.mtp;
+  lo.indexer_fp8 = o.indexer_fp8;
   lo.rule = parse_pattern_rule(o.pattern_rule);
   // A DSA checkpoint loads only the chosen pattern's indexers, so the pattern goes in at load.
   if (is_hf_folder(path) && (!o.pattern.empty() || o.index_freq > 0))

@@ -22,6 +22,10 @@ struct ModelOptions {
   int64_t topk = 0;        // --topk K; 0: the file's
   std::string pattern_rule = "hf";  // --pattern-rule: how a checkpoint's config.json IndexCache knobs are read
   bool mtp = false;        // --mtp: load a DSA checkpoint's MTP/NextN layer
+  std::string random_weights;  // --random-weights PRESET|config.json: a DSA-family model of random weights
+  uint64_t weights_seed = 1;   // --weights-seed
+  int64_t layers = 0;          // --layers N: only the first N layers of a --random-weights model
+  bool indexer_fp8 = false;    // --indexer-fp8: the DSA family's GPU indexer in fp8
 };
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);
@@ -48,5 +52,6 @@ void register_eval(CLI::App& app);
 void register_overlap(CLI::App& app);
 void register_search(CLI::App& app);
 void register_pattern(CLI::App& app);
+void register_table1(CLI::App& app);
 
 }  // namespace ic::cli

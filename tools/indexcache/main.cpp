@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   ic::cli::register_overlap(app);
   ic::cli::register_search(app);
   ic::cli::register_pattern(app);
+  ic::cli::register_table1(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

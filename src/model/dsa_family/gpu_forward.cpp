@@ -1,6 +1,10 @@
 #include "model/dsa_family/gpu_forward.h"
 
+#include <chrono>
+
+#include "core/cuda_memory.h"
 #include "core/error.h"
+#include "model/dsa_family/random_weights.h"
 #include "ops/elementwise.h"
 #include "ops/gemm_bf16.h"
 #include "ops/indexer.h"
@@ -59,12 +63,17 @@ void tap_if(const GpuTap& tap, const char* name, int layer, const Tensor& t) {
 
 }  // namespace
 
-GpuCache::GpuCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern, Device dev)
-    : ModelCache(capacity), kv_(static_cast<size_t>(c.n_layers)), index_k_(static_cast<size_t>(c.n_layers)) {
+GpuCache::GpuCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern, Device dev, bool fp8_keys)
+    : ModelCache(capacity),
+      kv_(static_cast<size_t>(c.n_layers)),
+      index_k_(static_cast<size_t>(c.n_layers)),
+      index_scale_(static_cast<size_t>(c.n_layers)),
+      fp8_keys_(fp8_keys) {
   for (int64_t l = 0; l < c.n_layers; ++l) {
     kv_[l] = Tensor::zeros({capacity, c.kv_lora_rank + c.qk_rope_dim}, DType::BF16, dev);
-    if (pattern && pattern->is_full(l))
-      index_k_[l] = Tensor::zeros({capacity, c.index_head_dim}, DType::BF16, dev);
+    if (!pattern || !pattern->is_full(l)) continue;
+    index_k_[l] = Tensor::zeros({capacity, c.index_head_dim}, fp8_keys ? DType::F8_E4M3 : DType::BF16, dev);
+    if (fp8_keys) index_scale_[l] = Tensor::zeros({capacity}, DType::F32, dev);
   }
 }
 
@@ -76,13 +85,13 @@ int64_t GpuCache::bytes() const {
 
 int64_t GpuCache::index_bytes() const {
   int64_t b = 0;
-  for (const Tensor& t : index_k_)
-    if (t.defined()) b += t.nbytes();
+  for (const std::vector<Tensor>* v : {&index_k_, &index_scale_})
+    for (const Tensor& t : *v)
+      if (t.defined()) b += t.nbytes();
   return b;
 }
 
-GpuForward::GpuForward(const MlaMoeConfig& c, const RopeTable& rope, const std::vector<LayerWeights>& layers,
-                       const Tensor& final_norm, const Tensor& lm_head, Device dev)
+GpuForward::GpuForward(const MlaMoeConfig& c, const RopeTable& rope, Device dev)
     : c_(c), dev_(dev), attention_factor_(rope.attention_factor()) {
   Tensor inv = Tensor::empty({static_cast<int64_t>(rope.inv_freq().size())}, DType::F32);
   std::copy(rope.inv_freq().begin(), rope.inv_freq().end(), inv.data<float>());
@@ -92,10 +101,28 @@ GpuForward::GpuForward(const MlaMoeConfig& c, const RopeTable& rope, const std::
   router_.topk_group = c.topk_group;
   router_.norm_topk_prob = c.norm_topk_prob;
   router_.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
+}
+
+GpuForward::GpuForward(const MlaMoeConfig& c, const RopeTable& rope, const std::vector<LayerWeights>& layers,
+                       const Tensor& final_norm, const Tensor& lm_head, Device dev)
+    : GpuForward(c, rope, dev) {
   layers_.reserve(layers.size());
   for (const LayerWeights& w : layers) layers_.push_back(upload_layer(c, w, dev));
   final_norm_ = upload_f32(final_norm, dev);
   lm_head_ = upload_bf16(lm_head, dev);
+}
+
+GpuForward::GpuForward(const MlaMoeConfig& c, const RopeTable& rope, uint64_t seed, Device dev)
+    : GpuForward(c, rope, dev) {
+  layers_.reserve(static_cast<size_t>(c.n_layers));
+  for (int64_t l = 0; l < c.n_layers; ++l) layers_.push_back(random_gpu_layer(c, seed, l, dev));
+  final_norm_ = Tensor::empty({c.hidden}, DType::F32, dev);
+  fill_value(final_norm_, 1.0f);
+  lm_head_ = Tensor::empty({c.vocab, c.hidden}, DType::BF16, dev);
+  if (c.tie_word_embeddings)
+    fill_random(lm_head_, random_key(seed, "model.embed_tokens.weight"), 1.0f);
+  else
+    fill_random(lm_head_, random_key(seed, "lm_head.weight"), random_bound(c.hidden));
 }
 
 void GpuForward::sync_indexers(const std::vector<LayerWeights>& layers, const LayerPattern& pattern) {
@@ -113,7 +140,7 @@ int64_t GpuForward::weight_bytes() const {
 }
 
 std::unique_ptr<ModelCache> GpuForward::make_cache(int64_t capacity, const LayerPattern* pattern) const {
-  return std::make_unique<GpuCache>(c_, capacity, pattern, dev_);
+  return std::make_unique<GpuCache>(c_, capacity, pattern, dev_, index_fp8_);
 }
 
 gpu::RopeArgs GpuForward::rope_args(MlaRope style) const {
@@ -143,9 +170,10 @@ void GpuForward::write_kv(const GpuLayer& g, const Tensor& h_bf, Tensor& kv, int
                rope_args(c_.mla_rope), p0, kv.data<uint16_t>());
 }
 
-Tensor GpuForward::select(int64_t l, const Tensor& h_bf, const Tensor& ql_bf, Tensor& keys, int64_t p0,
+Tensor GpuForward::select(int64_t l, const Tensor& h_bf, const Tensor& ql_bf, GpuCache& cache, int64_t p0,
                           const GpuTap& tap) const {
   const GpuIndexer& w = layers_[static_cast<size_t>(l)].indexer;
+  Tensor& keys = cache.index_k(l);
   IC_CHECK(w.loaded(), "forward_layers: layer {} is F but its indexer is not on the GPU", l);
   IC_CHECK(keys.defined(), "forward_layers: layer {} is F but the cache has no indexer keys for it (make the cache "
            "after set_pattern)", l);
@@ -157,13 +185,27 @@ Tensor GpuForward::select(int64_t l, const Tensor& h_bf, const Tensor& ql_bf, Te
   Tensor k = gemm(h_bf, w.wk);  // [n, Di]
   ops::layer_norm(k, w.k_norm, w.k_bias, kKeyNormEps, k);
   gpu::rope_rows(dev_, k.data<float>(), n, 1, Di, Di, 0, rope_args(c_.index_rope), p0);
-  Tensor new_keys = keys.slice_rows(p0, p0 + n);
-  ops::to_bf16(k, new_keys);
-  const Tensor wt = gemm(h_bf, w.weights);  // [n, Hi], Hi^-1/2 Di^-1/2 folded in
+  Tensor wt = gemm(h_bf, w.weights);  // [n, Hi], Hi^-1/2 Di^-1/2 folded in
   tap_if(tap, "index_q", li, q.reshape({n, Hi, Di}));
   tap_if(tap, "index_k", li, k);
   tap_if(tap, "index_w", li, wt);
   Tensor topk = Tensor::empty({n, c_.index_topk}, DType::I32, dev_);
+  if (cache.fp8_keys()) {
+    IC_CHECK(index_fp8_, "forward_layers: the cache holds fp8 indexer keys but the path runs the bf16 indexer "
+             "(make the cache after set_indexer_fp8)");
+    // Keys quantised into their cache rows; q per head row, its scale folded into the head weight.
+    Tensor& scales = cache.index_scale(l);
+    gpu::quantize_rows_fp8(dev_, k.data<float>(), n, Di, keys.data<uint8_t>() + p0 * Di, scales.data<float>() + p0,
+                           nullptr);
+    Tensor q8 = Tensor::empty({n, Hi, Di}, DType::F8_E4M3, dev_);
+    gpu::quantize_rows_fp8(dev_, q.data<float>(), n * Hi, Di, q8.data<uint8_t>(), nullptr, wt.data<float>());
+    ops::indexer_topk(q8, keys.slice_rows(0, p0 + n), scales.slice_rows(0, p0 + n), wt, p0, topk);
+    return topk;
+  }
+  IC_CHECK(!index_fp8_, "forward_layers: the fp8 indexer needs a cache made after set_indexer_fp8 (this one holds "
+           "bf16 keys)");
+  Tensor new_keys = keys.slice_rows(p0, p0 + n);
+  ops::to_bf16(k, new_keys);
   ops::indexer_topk(to_bf16(q).reshape({n, Hi, Di}), keys.slice_rows(0, p0 + n), Tensor(), wt, p0, topk);
   return topk;
 }
@@ -176,10 +218,13 @@ void GpuForward::attend(const GpuLayer& g, const Tensor& q, const Tensor& kv, co
   Tensor q576 = bf16_like(q, {n, H, L + R});
   gpu::split_query(dev_, q.data<float>(), n, H, nope, R, L, q_nope.data<uint16_t>(), q576.data<uint16_t>());
   Tensor q_abs = f32_like(q, {H * n, L});
-  for (int64_t h = 0; h < H; ++h) {
-    Tensor y = q_abs.slice_rows(h * n, (h + 1) * n);
-    ops::gemm_bf16(q_nope.slice_rows(h * n, (h + 1) * n), g.w_uk_t.slice_rows(h * L, (h + 1) * L), y);
-  }
+  // One strided batch over the heads: q_abs[h] = q_nope[h] @ w_uk_t[h]^T.
+  ops::GemmBf16Params absorb{q_nope.data<uint16_t>(), g.w_uk_t.data<uint16_t>(), q_abs.raw(), n, L, nope, DType::F32};
+  absorb.batch = H;
+  absorb.stride_x = n * nope;
+  absorb.stride_w = L * nope;
+  absorb.stride_y = n * L;
+  ops::gemm_bf16(absorb, dev_);
   gpu::heads_to_tokens(dev_, q_abs.data<float>(), n, H, L, q576.data<uint16_t>(), L + R, 0);
 
   Tensor lat = f32_like(q, {n, H, L});
@@ -189,11 +234,14 @@ void GpuForward::attend(const GpuLayer& g, const Tensor& q, const Tensor& kv, co
   Tensor lat_hm = bf16_like(q, {H * n, L});
   gpu::tokens_to_heads(dev_, lat.data<float>(), n, H, L, lat_hm.data<uint16_t>());
   Tensor att_hm = f32_like(q, {H * n, v});
-  for (int64_t h = 0; h < H; ++h) {
-    Tensor y = att_hm.slice_rows(h * n, (h + 1) * n);
-    const int64_t r0 = h * (nope + v) + nope;
-    ops::gemm_bf16(lat_hm.slice_rows(h * n, (h + 1) * n), g.kv_b.slice_rows(r0, r0 + v), y);
-  }
+  // att[h] = lat[h] @ W_uv[h]^T, W_uv[h] = kv_b rows h (nope + v) + nope .. + v: one strided batch.
+  ops::GemmBf16Params values{lat_hm.data<uint16_t>(), g.kv_b.data<uint16_t>() + nope * L, att_hm.raw(), n, v, L,
+                             DType::F32};
+  values.batch = H;
+  values.stride_x = n * L;
+  values.stride_w = (nope + v) * L;
+  values.stride_y = n * v;
+  ops::gemm_bf16(values, dev_);
   Tensor att = bf16_like(q, {n, H * v});
   gpu::heads_to_tokens(dev_, att_hm.data<float>(), n, H, v, att.data<uint16_t>(), v, 0);
   ops::gemm_bf16(att, g.o, x, /*accumulate=*/true);
@@ -255,8 +303,10 @@ void GpuForward::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& c
     const Tensor* sel = &causal;
     if (reuse.sparse()) {
       if (reuse.runs_indexer(l)) {
-        reuse.publish(l, select(l, h_bf, ql_bf, gc->index_k(l), p0, tap));
+        const double t0 = phase_clock();
+        reuse.publish(l, select(l, h_bf, ql_bf, *gc, p0, tap));
         ++stats.indexer_layer_runs;
+        if (phase_timing_) stats.indexer += phase_clock() - t0;
       }
       sel = &reuse.selection(l);
       IC_CHECK(sel->rank() == 2 && sel->dim(0) == n && sel->dtype() == DType::I32 && sel->device() == dev_,
@@ -264,10 +314,18 @@ void GpuForward::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& c
                "{}", l, sel->desc(), n, n, device_name(dev_));
       tap_if(tap, "topk", li, *sel);
     }
+    const double t_attn = phase_clock();
     attend(g, q, kv.slice_rows(0, p0 + n), *sel, x);
+    if (phase_timing_) stats.attention += phase_clock() - t_attn;
     ffn(li, g, x, tap);
     tap_if(tap, "l_out", li, x);
   }
+}
+
+double GpuForward::phase_clock() const {
+  if (!phase_timing_) return 0.0;
+  if (dev_ == Device::CUDA) ic::cuda::synchronize();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 Tensor GpuForward::logits(const Tensor& x, const GpuTap& tap) const {

@@ -9,6 +9,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "ops/indexer.h"
 
 namespace ic::dsa::gpu {
 
@@ -111,6 +112,19 @@ void add_bias(Device dev, float* y, const float* b, int64_t n, int64_t d) {
   if (dev == Device::CUDA) return cuda::add_bias(y, b, n, d);
   for (int64_t t = 0; t < n; ++t)
     for (int64_t i = 0; i < d; ++i) y[t * d + i] += b[i];
+}
+
+void quantize_rows_fp8(Device dev, const float* x, int64_t rows, int64_t dim, uint8_t* x8, float* scale,
+                       float* fold) {
+  IC_CHECK(dim >= 1 && dim <= ops::kFp8BlockSize, "quantize_rows_fp8: {} values per row (1 to {})", dim,
+           ops::kFp8BlockSize);
+  if (dev == Device::CUDA) return cuda::quantize_rows_fp8(x, rows, dim, x8, scale, fold);
+  std::vector<float> s(static_cast<size_t>(rows));
+  ops::quantize_fp8_rows(x, rows, dim, x8, s.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    if (fold) fold[r] *= s[static_cast<size_t>(r)];
+    if (scale) scale[r] = s[static_cast<size_t>(r)];
+  }
 }
 
 }  // namespace ic::dsa::gpu

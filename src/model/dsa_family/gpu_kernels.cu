@@ -2,6 +2,7 @@
 // none needs to be clever, all must be exactly the CPU path's arithmetic where it has one (RoPE,
 // the latent norm) so that the GPU differs from the reference by its bf16 roundings alone.
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -114,6 +115,31 @@ __global__ void add_bias_kernel(float* y, const float* b, int64_t n, int64_t d) 
     y[i] += b[i % d];
 }
 
+// One warp per row of dim <= 128 values (4 per lane): the row's max |x| by shuffles, then the
+// host's divisions (IEEE, as nvcc compiles '/' without fast-math) and a saturating e4m3 rounding.
+__global__ void quantize_fp8_kernel(const float* x, int64_t rows, int64_t dim, uint8_t* x8, float* scale, float* fold) {
+  const int64_t r = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= rows) return;
+  const float* xr = x + r * dim;
+  float v[4], amax = 0.0f;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t c = lane + 32 * i;
+    v[i] = c < dim ? xr[c] : 0.0f;
+    amax = fmaxf(amax, fabsf(v[i]));
+  }
+  for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  const float s = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t c = lane + 32 * i;
+    if (c < dim) x8[r * dim + c] = __nv_cvt_float_to_fp8(__fdiv_rn(v[i], s), __NV_SATFINITE, __NV_E4M3);
+  }
+  if (lane == 0) {
+    if (fold) fold[r] = __fmul_rn(fold[r], s);
+    if (scale) scale[r] = s;
+  }
+}
+
 void check_rope(const RopeArgs& r) {
   IC_CHECK(r.dim > 0 && r.dim % 2 == 0 && r.dim <= kMaxRopeDim, "dsa gpu rope: width {} must be even, in [2, {}]",
            r.dim, kMaxRopeDim);
@@ -170,6 +196,15 @@ void causal_indices(int32_t* idx, int64_t n, int64_t T, int64_t p0) {
 void add_bias(float* y, const float* b, int64_t n, int64_t d) {
   if (n == 0) return;
   add_bias_kernel<<<blocks_for(n * d), kThreads>>>(y, b, n, d);
+  IC_CUDA_CHECK_LAUNCH();
+}
+
+void quantize_rows_fp8(const float* x, int64_t rows, int64_t dim, uint8_t* x8, float* scale, float* fold) {
+  if (rows == 0) return;
+  constexpr int64_t kRowsPerBlock = kThreads / 32;
+  IC_CHECK((rows + kRowsPerBlock - 1) / kRowsPerBlock <= INT32_MAX, "quantize_rows_fp8: {} rows exceed the grid", rows);
+  quantize_fp8_kernel<<<static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads>>>(x, rows, dim, x8,
+                                                                                                     scale, fold);
   IC_CUDA_CHECK_LAUNCH();
 }
 

@@ -49,6 +49,13 @@ void causal_indices(Device dev, int32_t* idx, int64_t n, int64_t T, int64_t p0);
 // y[t, :] += b for every row t of y [n, d].
 void add_bias(Device dev, float* y, const float* b, int64_t n, int64_t d);
 
+// The fp8 indexer's operands: rows of `dim` (<= 128) values to e4m3 with one scale per row, as
+// ops::quantize_fp8_rows computes them (scale = max|x| / 448, 1 for an all-zero row; e4m3(x /
+// scale), saturated). With `fold` (the query) each row's scale is multiplied into fold[row] (its
+// head weight, ops::quantize_indexer_query) and `scale` may be null; else written to scale[row].
+void quantize_rows_fp8(Device dev, const float* x, int64_t rows, int64_t dim, uint8_t* x8, float* scale,
+                       float* fold);
+
 namespace cuda {
 // Device pointers; the same contracts as the fronts.
 void rope_rows(float* x, int64_t n_tok, int64_t n_heads, int64_t tok_stride, int64_t head_stride, int64_t off,
@@ -62,6 +69,7 @@ void heads_to_tokens(const float* src, int64_t n, int64_t H, int64_t w, uint16_t
 void tokens_to_heads(const float* src, int64_t n, int64_t H, int64_t w, uint16_t* dst);
 void causal_indices(int32_t* idx, int64_t n, int64_t T, int64_t p0);
 void add_bias(float* y, const float* b, int64_t n, int64_t d);
+void quantize_rows_fp8(const float* x, int64_t rows, int64_t dim, uint8_t* x8, float* scale, float* fold);
 }  // namespace cuda
 
 }  // namespace ic::dsa::gpu

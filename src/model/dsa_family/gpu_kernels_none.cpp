@@ -20,5 +20,8 @@ void heads_to_tokens(const float*, int64_t, int64_t, int64_t, uint16_t*, int64_t
 void tokens_to_heads(const float*, int64_t, int64_t, int64_t, uint16_t*) { fail_no_cuda("dsa tokens_to_heads"); }
 void causal_indices(int32_t*, int64_t, int64_t, int64_t) { fail_no_cuda("dsa causal_indices"); }
 void add_bias(float*, const float*, int64_t, int64_t) { fail_no_cuda("dsa add_bias"); }
+void quantize_rows_fp8(const float*, int64_t, int64_t, uint8_t*, float*, float*) {
+  fail_no_cuda("dsa quantize_rows_fp8");
+}
 
 }  // namespace ic::dsa::gpu::cuda

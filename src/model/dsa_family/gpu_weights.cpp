@@ -83,9 +83,13 @@ Tensor upload_bf16(const Tensor& host_f32, Device dev) {
 
 Tensor upload_f32(const Tensor& host_f32, Device dev) { return host_f32.defined() ? host_f32.to(dev) : Tensor(); }
 
+double indexer_weight_scale(const MlaMoeConfig& c) {
+  return 1.0 / std::sqrt(static_cast<double>(c.index_n_heads) * static_cast<double>(c.index_head_dim));
+}
+
 GpuIndexer upload_indexer(const MlaMoeConfig& c, const IndexerWeights& w, Device dev) {
   if (!w.loaded()) return {};
-  const double scale = 1.0 / std::sqrt(static_cast<double>(c.index_n_heads) * static_cast<double>(c.index_head_dim));
+  const double scale = indexer_weight_scale(c);
   Tensor wp = Tensor::empty(w.weights_proj.shape(), DType::F32);
   for (int64_t i = 0; i < wp.numel(); ++i)
     wp.data<float>()[i] = static_cast<float>(w.weights_proj.data<float>()[i] * scale);

@@ -63,6 +63,11 @@ Tensor upload_bf16(const Tensor& host_f32, Device dev);
 Tensor upload_f32(const Tensor& host_f32, Device dev);
 
 GpuLayer upload_layer(const MlaMoeConfig& c, const LayerWeights& w, Device dev);
+// Layer l of a random model (random_weights.h) made in place on `dev`: bitwise what
+// upload_layer makes of random_layer_weights(c, seed, l), without the host copy.
+GpuLayer random_gpu_layer(const MlaMoeConfig& c, uint64_t seed, int64_t l, Device dev);
+// The indexer's scales folded into weights_proj: (index_n_heads * index_head_dim)^-1/2.
+double indexer_weight_scale(const MlaMoeConfig& c);
 GpuIndexer upload_indexer(const MlaMoeConfig& c, const IndexerWeights& w, Device dev);
 
 }  // namespace ic::dsa

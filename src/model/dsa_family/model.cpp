@@ -9,6 +9,7 @@
 #include "model/dsa_family/cpu_math.h"
 #include "model/dsa_family/indexer.h"
 #include "model/dsa_family/moe.h"
+#include "model/dsa_family/random_weights.h"
 #include "model/indexer.h"
 #include "ops/indexer.h"
 
@@ -35,8 +36,8 @@ LayerPattern initial_pattern(const hf::Folder& f, const MlaMoeConfig& c, const F
 
 }  // namespace
 
-MlaMoeModel::MlaMoeModel(const hf::Folder& folder, MlaMoeConfig cfg)
-    : folder_(folder), dir_(folder.dir()), cfg_(std::move(cfg)), rope_(cfg_.rope, cfg_.qk_rope_dim) {}
+MlaMoeModel::MlaMoeModel(std::optional<hf::Folder> folder, std::string dir, MlaMoeConfig cfg)
+    : folder_(std::move(folder)), dir_(std::move(dir)), cfg_(std::move(cfg)), rope_(cfg_.rope, cfg_.qk_rope_dim) {}
 
 std::unique_ptr<MlaMoeModel> MlaMoeModel::load(const std::string& dir, Device device, const FamilyOptions& opt) {
   const hf::Folder f = hf::Folder::open(dir);
@@ -47,10 +48,12 @@ std::unique_ptr<MlaMoeModel> MlaMoeModel::load(const std::string& dir, Device de
              cuda_compiled() ? "no usable CUDA device was found"
                              : "this build has no CUDA backend (configure with -DWITH_CUDA=ON)");
   }
+  IC_CHECK(!opt.indexer_fp8 || device == Device::CUDA, "{}: the fp8 indexer runs on the GPU path (the CPU path is "
+           "the reference, in f32)", dir);
   IC_CHECK(!opt.mtp || c.n_mtp_layers == 0,
            "{}: the checkpoint has {} MTP/NextN layer(s) (num_nextn_predict_layers); loading them is not "
            "implemented yet, run without the MTP option to skip them", dir, c.n_mtp_layers);
-  std::unique_ptr<MlaMoeModel> m(new MlaMoeModel(f, std::move(c)));
+  std::unique_ptr<MlaMoeModel> m(new MlaMoeModel(f, f.dir(), std::move(c)));
   const MlaMoeConfig& cfg = m->cfg_;
   m->mla_form_ = opt.mla;
   if (cfg.has_indexer_arch()) {
@@ -70,8 +73,49 @@ std::unique_ptr<MlaMoeModel> MlaMoeModel::load(const std::string& dir, Device de
   m->lm_head_ = cfg.tie_word_embeddings ? m->embed_ : f.read_f32("lm_head.weight", {cfg.vocab, cfg.hidden});
   m->info_ = {cfg.model_type, cfg.architecture, cfg.n_layers, cfg.hidden, cfg.vocab, cfg.max_positions};
   m->load_tokenizer(f);
-  if (device == Device::CUDA)
+  if (device == Device::CUDA) {
     m->gpu_ = std::make_unique<dsa::GpuForward>(cfg, m->rope_, m->layers_, m->final_norm_, m->lm_head_);
+    m->gpu_->set_indexer_fp8(opt.indexer_fp8);
+  }
+  return m;
+}
+
+std::unique_ptr<MlaMoeModel> MlaMoeModel::random(const MlaMoeConfig& c, uint64_t seed, Device device,
+                                                 const std::string& name, const FamilyOptions& opt) {
+  c.validate(name);
+  if (device == Device::CUDA) {
+    dsa::check_gpu_dims(c, name);
+    IC_CHECK(cuda_available(), "{}: asked for the GPU path, but {}", name,
+             cuda_compiled() ? "no usable CUDA device was found"
+                             : "this build has no CUDA backend (configure with -DWITH_CUDA=ON)");
+  }
+  IC_CHECK(!opt.mtp, "{}: MTP/NextN layers are not part of random-weight models", name);
+  IC_CHECK(!opt.indexer_fp8 || device == Device::CUDA, "{}: the fp8 indexer runs on the GPU path (the CPU path is "
+           "the reference, in f32)", name);
+  std::unique_ptr<MlaMoeModel> m(new MlaMoeModel(std::nullopt, name, c));
+  const MlaMoeConfig& cfg = m->cfg_;
+  m->mla_form_ = opt.mla;
+  if (cfg.has_indexer_arch()) {
+    IC_CHECK(!opt.pattern || opt.pattern->n_layers() == cfg.n_layers, "{}: pattern {} has {} layers, the model {}",
+             name, opt.pattern->str(), opt.pattern->n_layers(), cfg.n_layers);
+    m->pattern_ = opt.pattern ? *opt.pattern : LayerPattern::all_full(cfg.n_layers);
+  } else {
+    IC_CHECK(!opt.pattern, "{}: {} is a dense MLA model without indexers; a layer pattern needs indexers", name,
+             cfg.architecture);
+  }
+  m->embed_ = dsa::random_embedding(cfg, seed);
+  m->info_ = {cfg.model_type, cfg.architecture, cfg.n_layers, cfg.hidden, cfg.vocab, cfg.max_positions};
+  m->tokenizer_error_ = fmt::format("{}: a random-weight model has no tokenizer (it runs on token ids)", name);
+  if (device == Device::CUDA) {
+    m->gpu_ = std::make_unique<dsa::GpuForward>(cfg, m->rope_, seed);
+    m->gpu_->set_indexer_fp8(opt.indexer_fp8);
+    return m;
+  }
+  m->layers_.reserve(static_cast<size_t>(cfg.n_layers));
+  for (int64_t l = 0; l < cfg.n_layers; ++l) m->layers_.push_back(dsa::random_layer_weights(cfg, seed, l));
+  m->final_norm_ = Tensor::empty({cfg.hidden}, DType::F32);
+  dsa::fill_value(m->final_norm_, 1.0f);
+  m->lm_head_ = dsa::random_lm_head(cfg, seed);
   return m;
 }
 
@@ -114,6 +158,7 @@ int64_t MlaMoeModel::weight_bytes() const {
 bool MlaMoeModel::has_indexer(int64_t layer) const {
   if (layer < 0 || layer >= cfg_.n_layers) return false;
   if (attached_) return attached_->indexers[static_cast<size_t>(layer)].wq.defined();
+  if (!folder_) return cfg_.has_indexer_arch();  // random weights: every layer has one
   return layers_[static_cast<size_t>(layer)].indexer.loaded();
 }
 
@@ -155,14 +200,18 @@ void MlaMoeModel::set_pattern(const LayerPattern& pattern) {
   }
   IC_CHECK(pattern.n_layers() == cfg_.n_layers, "set_pattern: pattern {} has {} layers, the model {}", pattern.str(),
            pattern.n_layers(), cfg_.n_layers);
+  if (!folder_) {  // random weights: every indexer is there already
+    pattern_ = pattern;
+    return;
+  }
   for (int64_t l : pattern.full_layers()) {
     if (has_indexer(l)) continue;
-    IC_CHECK(dsa::folder_has_indexer(folder_, l),
+    IC_CHECK(dsa::folder_has_indexer(*folder_, l),
              "set_pattern: layer {} is F in pattern {} but {} has no indexer tensors for it ({}self_attn.indexer.*)", l,
              pattern.str(), dir_, dsa::layer_prefix(l));
   }
   for (int64_t l : pattern.full_layers())
-    if (!has_indexer(l)) layers_[static_cast<size_t>(l)].indexer = dsa::load_indexer(folder_, cfg_, l);
+    if (!has_indexer(l)) layers_[static_cast<size_t>(l)].indexer = dsa::load_indexer(*folder_, cfg_, l);
   pattern_ = pattern;
   if (gpu_) gpu_->sync_indexers(layers_, pattern);
 }

@@ -37,6 +37,8 @@ struct FamilyOptions {
   std::optional<LayerPattern> pattern;  // overrides config.json's IndexCache knobs
   PatternRule rule = PatternRule::HF;   // how config.json's knobs are read
   dsa::MlaForm mla = dsa::MlaForm::Absorbed;  // Naive: decompressed per-head K/V (a cross-check)
+  // The GPU path's indexer in fp8 (GpuForward::set_indexer_fp8); the CPU reference has none.
+  bool indexer_fp8 = false;
 };
 
 class MlaMoeModel final : public Model {
@@ -44,6 +46,12 @@ class MlaMoeModel final : public Model {
   // Device::CUDA: the GPU path (model/dsa_family/gpu_forward.h) beside the CPU weights; a
   // checkpoint whose dims the GPU kernels do not take is an error naming both (check_gpu_dims).
   static std::unique_ptr<MlaMoeModel> load(const std::string& dir, Device device, const FamilyOptions& opt);
+  // A model of config `c` with random weights from `seed` (model/dsa_family/random_weights.h), no
+  // checkpoint and no tokenizer: on Device::CUDA the weights are made in place on the GPU (the
+  // host holds only the embedding table), on the CPU as the reference path's f32 tensors, the same
+  // values. `name` is what path() reports ("random:<preset>"). Every layer has its indexer.
+  static std::unique_ptr<MlaMoeModel> random(const MlaMoeConfig& c, uint64_t seed, Device device,
+                                             const std::string& name, const FamilyOptions& opt = {});
   ~MlaMoeModel() override;
 
   const MlaMoeConfig& config() const { return cfg_; }
@@ -72,12 +80,15 @@ class MlaMoeModel final : public Model {
   void set_dsa(std::shared_ptr<const DsaSpec> spec);
   const DsaSpec* dsa() const { return attached_.get(); }
 
+  void set_phase_timing(bool on) override {
+    if (gpu_) gpu_->set_phase_timing(on);
+  }
   void set_mla_form(dsa::MlaForm form) { mla_form_ = form; }
   const dsa::LayerWeights& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
   const dsa::RopeTable& rope() const { return rope_; }
 
  private:
-  MlaMoeModel(const hf::Folder& folder, MlaMoeConfig cfg);
+  MlaMoeModel(std::optional<hf::Folder> folder, std::string dir, MlaMoeConfig cfg);
   // The indexer of F layer l for the n tokens of h at p0: writes their keys, returns I32 [n, k].
   Tensor select(int64_t l, const Tensor& h, const Tensor& q_latent, Tensor& keys, int64_t p0);
   // The same for an attached indexer file's indexer (fed from h alone).
@@ -86,7 +97,7 @@ class MlaMoeModel final : public Model {
   void load_tokenizer(const hf::Folder& f);
   dsa::GpuTap gpu_tap() const;  // dump() for the GPU path; empty when nothing is tapped
 
-  hf::Folder folder_;  // kept open: set_pattern may read indexers later
+  std::optional<hf::Folder> folder_;  // kept open: set_pattern may read indexers later (none: random)
   std::string dir_;
   MlaMoeConfig cfg_;
   ModelInfo info_;
