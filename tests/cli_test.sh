@@ -286,18 +286,19 @@ c = json.load(open(os.path.join(sys.argv[2], "config.json")))
 assert c["index_topk_pattern"] == "FSSF" and c["indexer_types"] == ["full", "shared", "shared", "full"], c
 ix = json.load(open(os.path.join(sys.argv[2], "model.safetensors.index.json")))["weight_map"]
 assert ix["model.layers.3.self_attn.indexer.wq_b.weight"] == "model-indexcache-indexers.safetensors", ix
-assert ix["model.layers.1.self_attn.indexer.wq_b.weight"] != "model-indexcache-indexers.safetensors", ix
+assert "model.layers.1.self_attn.indexer.wq_b.weight" not in ix, ix  # S layers' indexers left out
 PY
     "$bin" perplexity -m "$tmp/hf" -f "$tmp/t.txt" -c 64 2>"$tmp/err" >/dev/null || fail "perplexity on the output failed: $(cat "$tmp/err")"
     grep -q "pattern FSSF" "$tmp/err" || fail "the output's pattern is not FSSF: $(cat "$tmp/err")"
-    "$bin" eval -m "$tmp/hf" --config t=model --config a=model@FFFF --sections recall -f "$tmp/t.txt" --recall-ctx 48 \
+    expect_error "has no indexer tensors" "$bin" eval -m "$tmp/hf" --config a=model@FFFF --sections recall -f "$tmp/t.txt"
+    "$bin" eval -m "$tmp/hf" --config t=model --config a=model@FSSS --sections recall -f "$tmp/t.txt" --recall-ctx 48 \
       --recall-windows 2 --json "$tmp/r.json" >/dev/null 2>"$tmp/err" || fail "family eval recall failed: $(cat "$tmp/err")"
     python3 - "$tmp/r.json" "$tmp/ev.json" <<'PY' || exit 1
 import json, sys
 c = {x["name"]: x for x in json.load(open(sys.argv[1]))["configs"]}
 ev = json.load(open(sys.argv[2]))
 t, a = c["t"]["recall"], c["a"]["recall"]
-assert [l["source"] for l in t["layers"]] == [0, 0, 0, 3] and [l["source"] for l in a["layers"]] == [0, 1, 2, 3], c
+assert [l["source"] for l in t["layers"]] == [0, 0, 0, 3] and [l["source"] for l in a["layers"]] == [0, 0, 0, 0], c
 # the same windows, teacher and weights as distill's own held-out evaluation (bf16-rounded on disk)
 for x, y in zip(t["layers"], ev["layers"]):
     assert abs(x["kl"] - y["kl"]) <= 0.05 * max(1.0, y["kl"]), (x, y)

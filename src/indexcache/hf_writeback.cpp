@@ -145,6 +145,16 @@ WritebackReport write_indexers_hf(const std::string& src_dir, const std::string&
     }
   }
 
+  // The S layers' indexer tensors: no module of HF's takes them under the pattern (HF reports them as
+  // unexpected keys; its own save of such a model has none), so they are left out.
+  std::set<std::string> dropped;
+  for (int64_t l = 0; l < pattern.n_layers(); ++l)
+    if (!pattern.is_full(l))
+      for (const char* f : kFields)
+        if (shard_of.count(hf_indexer_name(l, f))) dropped.insert(hf_indexer_name(l, f));
+  rep.dropped = static_cast<int64_t>(dropped.size());
+  auto skipped = [&](const std::string& name) { return replaced.count(name) > 0 || dropped.count(name) > 0; };
+
   const fs::path tmp = out.string() + ".tmp." + std::to_string(::getpid());
   fs::remove_all(tmp);
   fs::create_directories(tmp);
@@ -154,7 +164,7 @@ WritebackReport write_indexers_hf(const std::string& src_dir, const std::string&
     for (const std::string& s : shard_names) {
       const safetensors::File& f = files.at(s);
       bool holds = false;
-      for (const safetensors::TensorInfo& t : f.tensors()) holds |= replaced.count(t.name) > 0;
+      for (const safetensors::TensorInfo& t : f.tensors()) holds |= skipped(t.name);
       const std::string dst = sharded ? s : "model-base.safetensors";
       if (!holds && sharded) {
         link_or_copy(src / s, tmp / dst);
@@ -163,7 +173,7 @@ WritebackReport write_indexers_hf(const std::string& src_dir, const std::string&
       safetensors::Writer r;
       for (const auto& [k, v] : f.metadata()) r.set_metadata(k, v);
       for (const safetensors::TensorInfo& t : f.tensors())
-        if (!replaced.count(t.name)) r.add_raw(t.name, t.dtype_name, t.dims, t.data, t.nbytes);
+        if (!skipped(t.name)) r.add_raw(t.name, t.dtype_name, t.dims, t.data, t.nbytes);
       r.write((tmp / dst).string());
       if (holds) rep.rewritten.push_back(s);
     }
@@ -174,6 +184,7 @@ WritebackReport write_indexers_hf(const std::string& src_dir, const std::string&
       index["weight_map"] = nlohmann::json::object();
       for (const auto& [name, s] : shard_of) index["weight_map"][name] = "model-base.safetensors";
     }
+    for (const std::string& name : dropped) index["weight_map"].erase(name);
     for (const std::string& name : replaced) index["weight_map"][name] = kShard;
     int64_t total = 0;
     for (const auto& e : fs::directory_iterator(tmp))

@@ -6,6 +6,8 @@
 //     names, model.layers.<l>.self_attn.indexer.{wq_b.weight, wk.weight, k_norm.weight,
 //     k_norm.bias, weights_proj.weight}, each in the dtype the checkpoint stores that tensor in
 //     (the same name's, else the same tensor of another layer's; BF16 when none has it);
+//   - the pattern's S layers' indexer tensors left out (HF's shared layers have no indexer
+//     module: it would report them as unexpected keys, and its own save has none);
 //   - every source shard that held one of those names rewritten without them (the others, and
 //     every other file, hard-linked, or copied where the file system cannot link);
 //   - model.safetensors.index.json mapping the new names to the new shard (a single-file source
@@ -29,6 +31,7 @@ struct WritebackReport {
   std::string shard;                   // the new shard's file name
   std::vector<std::string> rewritten;  // source shards rewritten without the replaced tensors
   int64_t tensors = 0;                 // tensors written to the new shard
+  int64_t dropped = 0;                 // S layers' indexer tensors left out
   std::map<std::string, std::string> dtypes;  // tensor name -> dtype written
 };
 

@@ -295,10 +295,10 @@ void run_family(const DistillArgs& a) {
     for (int64_t l : trainer.pattern().full_layers()) trained[l] = trainer.checkpoint_weights(l);
     const WritebackReport rep = write_indexers_hf(model->path(), a.out, trained, trainer.pattern());
     std::fprintf(stderr, "wrote %s: %lld indexer tensors of %zu F layers in %s (%s), shards rewritten without them: "
-                 "%s; config.json pattern %s\n",
+                 "%s; %lld S-layer indexer tensors left out; config.json pattern %s\n",
                  a.out.c_str(), (long long)rep.tensors, trained.size(), rep.shard.c_str(),
                  rep.dtypes.begin()->second.c_str(), rep.rewritten.empty() ? "none" : fmt::format("{}", fmt::join(rep.rewritten, ", ")).c_str(),
-                 trainer.pattern().str().c_str());
+                 (long long)rep.dropped, trainer.pattern().str().c_str());
   } else {
     DsaSpec spec = trainer.spec();
     spec.metadata["indexcache.recipe"] = fmt::format("indexcache distill ({})", a.command_line);
