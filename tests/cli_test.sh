@@ -589,6 +589,33 @@ PY
     expect_error "has no pattern '1/8'" "$bin" pattern export "search=$tmp/s.json:1/8"
     expect_error "known rules are" "$bin" pattern show -m "$tmp/ckpt" --rule tgi
     expect_error "config.json" "$bin" pattern show -m "$tmp/none" ;;
+  table1)
+    # The Table 1 driver on a random-weight copy of a tiny checkpoint's config (CPU): every row,
+    # the indexer cache of S layers left out, the report forms; and its errors.
+    cfg=$src/tests/data/hf/glm_moe_dsa-tiny/config.json
+    "$bin" table1 --random-weights "$cfg" --lengths 24,40 --configs dsa,1/2,half=FSFS --decode-steps 3 --chunk 16 \
+      --json "$tmp/t1.json" --md "$tmp/t1.md" --prefill-svg "$tmp/p.svg" --decode-svg "$tmp/d.svg" >"$tmp/out" \
+      2>"$tmp/err" || fail "table1 failed: $(cat "$tmp/err")"
+    grep -q "| 40 | half |" "$tmp/out" || fail "table1's table lacks the 40-token half row: $(cat "$tmp/out")"
+    grep -q "<svg" "$tmp/p.svg" && grep -q "<svg" "$tmp/d.svg" || fail "table1 wrote no SVG"
+    python3 - "$tmp/t1.json" <<'PY' || exit 1
+import json, sys
+r = json.load(open(sys.argv[1]))
+rows = r["rows"]
+assert len(rows) == 6, rows
+assert r["weights"].startswith("random"), r
+for row in rows:
+    assert row["finite"] and row["prefill_s"] > 0 and row["decode_tok_s"] > 0, row
+by = {(x["context"], x["config"]): x for x in rows}
+assert by[(40, "1/2")]["pattern"] == by[(40, "half")]["pattern"] == "FSFS"
+assert by[(40, "1/2")]["index_cache_bytes"] * 2 == by[(40, "DSA")]["index_cache_bytes"]
+PY
+    expect_error "preset" "$bin" table1 --random-weights no-such-preset --lengths 10
+    expect_error "not both" "$bin" table1 -m "$model" --random-weights "$cfg"
+    expect_error "exceeds the model's limit" "$bin" table1 --random-weights "$cfg" --lengths 100000
+    expect_error "positive length" "$bin" table1 --random-weights "$cfg" --lengths 10,x
+    expect_error "expected dsa" "$bin" table1 --random-weights "$cfg" --lengths 10 --configs SFSF
+    expect_error "GPU path" "$bin" table1 --random-weights "$cfg" --lengths 10 --indexer-fp8 ;;
   *) fail "unknown case $case" ;;
 esac
 echo "ok: $case"
