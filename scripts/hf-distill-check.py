@@ -8,7 +8,9 @@ source folder's (the training changed them). A forward then runs.
 Needs torch and transformers (torch 2.11 + transformers 5.17 on the CPU:
 `python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install torch==2.11.0 --index-url
 https://download.pytorch.org/whl/cpu transformers==5.17.0 safetensors`).
-Usage: scripts/hf-distill-check.py OUT_DIR SOURCE_DIR PATTERN"""
+With PROMPT_IDS (a JSON list, `indexcache tokenize -m OUT --json`) and OURS (the JSON of
+`indexcache generate -m OUT -p ... --json`), HF's greedy continuation of the prompt must be our tokens.
+Usage: scripts/hf-distill-check.py OUT_DIR SOURCE_DIR PATTERN [PROMPT_IDS OURS]"""
 import sys
 
 import torch
@@ -64,6 +66,20 @@ with torch.no_grad():
 print(f"forward: logits {tuple(logits.shape)}, finite {bool(torch.isfinite(logits).all())}")
 if not torch.isfinite(logits).all():
     problems.append("non-finite logits")
+if len(sys.argv) > 5:
+    ids, ours_json = json.loads(sys.argv[4]), json.loads(sys.argv[5])
+    ours = ours_json["tokens"]
+    # `generate` adds the tokenizer's BOS where tokenizer_config.json says add_bos_token (DeepSeek's);
+    # `tokenize` does not: then the prompt is one token longer than the ids.
+    if ours_json["prompt_tokens"] == len(ids) + 1:
+        ids = [m.config.bos_token_id] + ids
+    assert ours_json["prompt_tokens"] == len(ids), (ours_json["prompt_tokens"], len(ids))
+    prompt = torch.tensor([ids])
+    with torch.no_grad():
+        gen = m.generate(prompt, max_new_tokens=len(ours), do_sample=False)[0, prompt.shape[1]:].tolist()
+    print(f"greedy {len(ours)} tokens: HF {gen}, ours {ours}: {'same' if gen == ours else 'DIFFERENT'}")
+    if gen != ours:
+        problems.append("HF's greedy tokens differ from ours")
 for p in problems:
     print("PROBLEM:", p)
 print("ok" if not problems else f"{len(problems)} problems")
