@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "indexcache/adamw.h"
 #include "indexcache/family_loss.h"
 #include "indexcache/family_trainer.h"
 #include "indexcache/hf_writeback.h"
@@ -289,6 +290,33 @@ TEST(DistillFamily, XFedScoresAreTheProjectIndexer) {
     const std::vector<int32_t> want = indexer_topk_reference(cfg, w, x.data<float>(), n, D);
     const std::vector<int32_t> got = dsa::topk_reference(I, n, n, 0, cfg.topk);
     EXPECT_EQ(got, want);
+  }
+}
+
+// FamilyAdamW (any shapes) is adamw.h's AdamW: the same bits on the project indexer's shapes, with
+// warm-up, cosine, weight decay and clipping all active.
+TEST(DistillFamily, FamilyAdamWIsAdamW) {
+  IndexerConfig icfg;
+  icfg.n_heads = 2;
+  icfg.head_dim = 8;
+  icfg.rope_dim = 4;
+  AdamWConfig a;
+  a.lr = 1e-2;
+  a.warmup_steps = 2;
+  a.total_steps = 6;
+  a.weight_decay = 0.1;
+  a.clip_norm = 0.5;
+  IndexerWeights w1 = IndexerWeights::random(icfg, 12, 3), w2 = IndexerWeights::random(icfg, 12, 3);
+  AdamW ref(a, icfg, 12);
+  FamilyAdamW got(a, w2);
+  for (int step = 0; step < 6; ++step) {
+    const IndexerWeights g = IndexerWeights::random(icfg, 12, 100 + static_cast<uint64_t>(step));
+    const AdamWStepInfo x = ref.step(w1, g), y = got.step(w2, g);
+    EXPECT_EQ(x.lr, y.lr);
+    EXPECT_EQ(x.grad_norm, y.grad_norm);
+    for (auto [p, q] : {std::pair{&w1.wq, &w2.wq}, std::pair{&w1.wk, &w2.wk}, std::pair{&w1.k_norm, &w2.k_norm},
+                        std::pair{&w1.k_bias, &w2.k_bias}, std::pair{&w1.wproj, &w2.wproj}})
+      for (int64_t i = 0; i < p->numel(); ++i) ASSERT_EQ(p->data<float>()[i], q->data<float>()[i]) << step;
   }
 }
 

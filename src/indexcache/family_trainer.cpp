@@ -118,6 +118,10 @@ AdamWStepInfo FamilyAdamW::step(IndexerWeights& w, const IndexerWeights& grad) {
   Tensor* ms[] = {&m_.wq, &m_.wk, &m_.k_norm, &m_.k_bias, &m_.wproj};
   Tensor* vs[] = {&v_.wq, &v_.wk, &v_.k_norm, &v_.k_bias, &v_.wproj};
   const bool decay[] = {true, true, false, false, true};
+  for (int j = 0; j < 5; ++j)
+    IC_CHECK(ws[j]->defined() && gs[j]->defined() && ws[j]->shape() == gs[j]->shape() &&
+                 ws[j]->shape() == ms[j]->shape(),
+             "distill: AdamW step on weights and gradients of different shapes");
   AdamWStepInfo info;
   ++step_;
   info.lr = adamw_lr(cfg_, step_);
@@ -133,14 +137,15 @@ AdamWStepInfo FamilyAdamW::step(IndexerWeights& w, const IndexerWeights& grad) {
     float* m = ms[j]->data<float>();
     float* v = vs[j]->data<float>();
     const float* g = gs[j]->data<float>();
+    const double dec = decay[j] ? info.lr * cfg_.weight_decay : 0.0;
     for (int64_t i = 0; i < ws[j]->numel(); ++i) {
+      // adamw.cpp's arithmetic, operation for operation (the test checks the bits)
       const double gi = static_cast<double>(g[i]) * info.clip_scale;
-      double t = th[i];
-      if (decay[j]) t -= info.lr * cfg_.weight_decay * t;
       const double mi = cfg_.beta1 * m[i] + (1.0 - cfg_.beta1) * gi;
       const double vi = cfg_.beta2 * v[i] + (1.0 - cfg_.beta2) * gi * gi;
       m[i] = static_cast<float>(mi);
       v[i] = static_cast<float>(vi);
+      double t = static_cast<double>(th[i]) * (1.0 - dec);
       t -= info.lr * (mi / b1t) / (std::sqrt(vi / b2t) + cfg_.eps);
       th[i] = static_cast<float>(t);
     }
