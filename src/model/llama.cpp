@@ -1,5 +1,8 @@
 #include "model/llama.h"
 
+#include <omp.h>
+
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -204,6 +207,37 @@ Tensor LlamaModel::select(int64_t l, const Tensor& h, const Tensor& pos, KVCache
   return topk;
 }
 
+ThreadPool* LlamaModel::decode_pool(int64_t n_tok) {
+  if (device_ != Device::CPU || !use_pool_ || n_tok > kPoolTokens) return nullptr;
+  const int threads = omp_get_max_threads();
+  if (!pool_ || pool_->size() != threads) {
+    pool_.reset();  // its workers stop before the new ones start
+    pool_ = std::make_unique<ThreadPool>(threads);
+  }
+  return pool_.get();
+}
+
+void LlamaModel::linears(const Tensor& x, std::initializer_list<std::pair<const ops::LinearWeight*, Tensor*>> outs) {
+  ThreadPool* pool = decode_pool(x.dim(0));
+  if (!pool) {
+    for (const auto& [w, y] : outs) ops::linear(*w, x, *y);
+    return;
+  }
+  check_tensor(x, "linear x", DType::F32, Device::CPU, 2);
+  std::array<ops::QgemmTask, 4> tasks;
+  IC_ASSERT(outs.size() <= tasks.size());
+  size_t k = 0;
+  ops::QuantizedActs xq;
+  ops::quantize_activations(x.data<float>(), x.dim(0), x.dim(1), xq);
+  for (const auto& [w, y] : outs) {
+    check_tensor(*y, "linear y", DType::F32, Device::CPU, 2);
+    IC_CHECK(x.dim(1) == w->n_in() && y->dim(1) == w->n_out() && y->dim(0) == x.dim(0),
+             "linear: x {} and y {} do not fit a {}x{} weight", x.desc(), y->desc(), w->n_out(), w->n_in());
+    tasks[k++] = {&w->packed(), &xq, y->data<float>()};
+  }
+  ops::qgemm_batch({tasks.data(), k}, *pool);
+}
+
 void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0,
                                 IndexReuse& reuse) {
   const LlamaConfig& c = cfg_;
@@ -244,9 +278,7 @@ void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& c
     const int li = static_cast<int>(l);
     ops::rms_norm(x, L.attn_norm, c.norm_eps, h);
     dump("attn_norm", li, h);
-    ops::linear(L.wq, h, q2);
-    ops::linear(L.wk, h, k2);
-    ops::linear(L.wv, h, v2);
+    linears(h, {{&L.wq, &q2}, {&L.wk, &k2}, {&L.wv, &v2}});
     ops::rope(q, pos, c.head_dim, c.rope_base, c.rope_style);
     ops::rope(k, pos, c.head_dim, c.rope_base, c.rope_style);
     dump("q", li, q);
@@ -273,20 +305,19 @@ void LlamaModel::forward_layers(int64_t l0, int64_t l1, Tensor& x, ModelCache& c
                "forward_layers: layer {} was handed a selection {} for {} tokens on {}", l, topk.desc(), n,
                device_name(dev));
       dump("topk", li, topk);
-      ops::sparse_attention(q, kv.k(l), kv.v(l), topk, p0, scale, att);
+      ops::sparse_attention(q, kv.k(l), kv.v(l), topk, p0, scale, att, nullptr, decode_pool(n));
     } else {
-      ops::attention(q, kv.k(l), kv.v(l), p0, scale, att);
+      ops::attention(q, kv.k(l), kv.v(l), p0, scale, att, nullptr, decode_pool(n));
     }
     if (dev == Device::CUDA) cuda::synchronize();
     stats_.attention += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_attn).count();
     dump("attn", li, att);
-    ops::linear(L.wo, att2, h);
+    linears(att2, {{&L.wo, &h}});
     ops::add_inplace(x, h);
     ops::rms_norm(x, L.ffn_norm, c.norm_eps, h);
-    ops::linear(L.w_gate, h, gate);
-    ops::linear(L.w_up, h, up);
+    linears(h, {{&L.w_gate, &gate}, {&L.w_up, &up}});
     ops::swiglu(gate, up, gate);
-    ops::linear(L.w_down, gate, h);
+    linears(gate, {{&L.w_down, &h}});
     dump("ffn_out", li, h);
     ops::add_inplace(x, h);
     dump("l_out", li, x);
@@ -303,7 +334,7 @@ void LlamaModel::output_logits(const Tensor& x, float* logits) {
   dump("result_norm", -1, normed);
   if (dev == Device::CPU) {
     Tensor out = Tensor::borrow(logits, {rows, c.vocab}, DType::F32);
-    ops::linear(output_, normed, out);
+    linears(normed, {{&output_, &out}});
   } else {
     Tensor out = Tensor::empty({rows, c.vocab}, DType::F32, dev);
     ops::linear(output_, normed, out);

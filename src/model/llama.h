@@ -1,12 +1,15 @@
 #pragma once
 // Llama-family dense transformer (SmolLM2 and relatives) read from a GGUF file: tied or separate
 // output head, RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU feed-forward.
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
+#include "core/thread_pool.h"
 #include "io/tokenizer.h"
 #include "model/dsa.h"
 #include "model/model.h"
@@ -96,6 +99,13 @@ class LlamaModel final : public Model {
   const Tensor& output_norm() const { return output_norm_; }
   const gguf::File& gguf() const { return *file_; }
 
+  // CPU steps of at most kPoolTokens tokens (decode) run their linears and attention on the
+  // model's ThreadPool (as many threads as omp_get_max_threads() says at the call, made anew
+  // when that changes), everything else on OpenMP. Results are bitwise the same either way;
+  // off puts decode back on OpenMP (tests compare the two).
+  static constexpr int64_t kPoolTokens = 4;
+  void set_decode_pool(bool on) { use_pool_ = on; }
+
  private:
   LlamaModel() = default;
   // The selection of F layer l for n tokens at p0 (indexer projections, key cache write, top-k).
@@ -114,6 +124,13 @@ class LlamaModel final : public Model {
   DType embd_type_ = DType::F32;
   std::shared_ptr<const DsaSpec> dsa_;
   std::vector<IndexerRunWeights> index_run_;  // GPU only: per layer, empty where the spec has none
+  bool use_pool_ = true;
+  std::unique_ptr<ThreadPool> pool_;
+
+  ThreadPool* decode_pool(int64_t n_tok);  // null where OpenMP runs the step
+  // y_i = x @ W_i^T for each (W_i, y_i): on the pool, x quantised once and every product in
+  // one parallel region; otherwise ops::linear one by one.
+  void linears(const Tensor& x, std::initializer_list<std::pair<const ops::LinearWeight*, Tensor*>> outs);
 };
 
 // Plain reference forward: dequantised f32 weights, scalar loops, double accumulations, the whole

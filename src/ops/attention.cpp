@@ -5,7 +5,7 @@
 namespace ic::ops {
 
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_pos0, float scale,
-               Tensor& out, Tensor* lse) {
+               Tensor& out, Tensor* lse, ThreadPool* pool) {
   const Device dev = q.device();
   check_tensor(q, "attention q", DType::F32, dev, 3);
   check_tensor(k, "attention k", DType::F32, dev, 3);
@@ -28,7 +28,8 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_pos0
   }
   const AttentionParams p{q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
                           lse_ptr,         q.dim(0),        q.dim(1),        k.dim(0),
-                          q.dim(2),        k.dim(1),        q_pos0,          scale};
+                          q.dim(2),        k.dim(1),        q_pos0,          scale,
+                          pool};
   if (dev == Device::CPU) return cpu::attention(p);
 #ifdef IC_WITH_CUDA
   cuda::attention(p);

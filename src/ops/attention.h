@@ -4,6 +4,10 @@
 // s over positions 0 .. q_pos0 + i (query i sits at absolute position q_pos0 + i).
 #include "core/tensor.h"
 
+namespace ic {
+class ThreadPool;
+}
+
 namespace ic::ops {
 
 struct AttentionParams {
@@ -19,12 +23,14 @@ struct AttentionParams {
   int64_t kv_capacity;
   int64_t q_pos0;
   float scale;
+  ThreadPool* pool = nullptr;  // decode (n_q <= 2) splits its heads over it; null: OpenMP
 };
 
 // q: F32 [n_q, n_heads, head_dim]; k, v: F32 [n_kv_heads, capacity, head_dim]; out like q.
-// lse: F32 [n_q, n_heads] or an undefined Tensor.
+// lse: F32 [n_q, n_heads] or an undefined Tensor. pool: the CPU decode path's threads (results
+// do not depend on it); null: OpenMP.
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_pos0, float scale,
-               Tensor& out, Tensor* lse = nullptr);
+               Tensor& out, Tensor* lse = nullptr, ThreadPool* pool = nullptr);
 
 namespace cpu {
 void attention(const AttentionParams& p);

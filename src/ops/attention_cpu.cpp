@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "ops/attention.h"
 #include "ops/simd.h"
 #include "ops/simd_dispatch.h"
@@ -176,6 +177,18 @@ void attention(const AttentionParams& p) {
   const int64_t group = p.n_heads / p.n_kv_heads;
   if (p.n_q <= 2 && p.head_dim % 16 == 0) {  // decode
     const int64_t n_keys = p.q_pos0 + p.n_q;
+    if (p.pool) {  // one (query, KV head) per chunk: the same calls as below, in any order
+      auto heads = [&](int64_t b, int64_t e) {
+        std::vector<float> scratch(static_cast<size_t>(n_keys));
+        for (int64_t it = b; it < e; ++it) attend_one(p, it % p.n_kv_heads, it / p.n_kv_heads, scratch.data());
+      };
+      const int64_t items = p.n_q * p.n_kv_heads;
+      if (n_keys * p.n_kv_heads > 4096)
+        p.pool->parallel_for(items, 1, heads);
+      else
+        heads(0, items);
+      return;
+    }
 #pragma omp parallel if (n_keys * p.n_kv_heads > 4096)
     {
       std::vector<float> scratch(static_cast<size_t>(n_keys));

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "core/thread_pool.h"
 #include "ops/qgemm_kernels.h"
 
 namespace ic::ops {
@@ -359,29 +360,87 @@ void qgemm_scalar(const QgemmArgs& a, int64_t g0, int64_t g1, int64_t t0, int64_
 
 // ---------------------------------------------------------------------------------- dispatch
 
-void qgemm(const PackedWeight& w, const QuantizedActs& xq, float* y, CpuIsa isa) {
+namespace {
+
+using Kernel = void (*)(const detail::QgemmArgs&, int64_t, int64_t, int64_t, int64_t);
+
+struct KernelChoice {
+  Kernel kernel;
+  int tok_tile;  // token tile the kernel prefers
+};
+
+KernelChoice kernel_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Scalar: break;
+    case CpuIsa::Avx2: return {detail::qgemm_avx2, 4};
+    case CpuIsa::Avx512: return {detail::qgemm_avx512, detail::qgemm_token_tile_avx512()};
+  }
+  return {detail::qgemm_scalar, 1};
+}
+
+detail::QgemmArgs args_of(const PackedWeight& w, const QuantizedActs& xq, float* y) {
+  return {w.data(),        w.record_bytes(), w.code_bits(),   w.n_blocks(), w.n_out(),
+          xq.q.data(),     xq.scale.data(),  xq.ssum.data(),  xq.sum.data(), y};
+}
+
+void check_operands(const PackedWeight& w, const QuantizedActs& xq, CpuIsa isa) {
   IC_CHECK(!w.empty(), "qgemm: empty weight");
   IC_CHECK(xq.n_in == w.n_in(), "qgemm: activations have {} features, weight expects {}",
            xq.n_in, w.n_in());
   IC_CHECK(cpu_supports(isa), "qgemm: ISA {} is not supported by this CPU (best: {})",
            cpu_isa_name(isa), cpu_isa_name(cpu_isa_detected()));
+}
+
+// Bytes of packed weights one work item of qgemm_batch streams: small enough that the caller
+// and the workers share even a 576 x 576 GEMV, large enough that the claim (one atomic add on
+// a shared line) stays a few percent of the item.
+constexpr int64_t kBatchItemBytes = 24 * 1024;
+
+}  // namespace
+
+void qgemm_batch(std::span<const QgemmTask> tasks, ThreadPool& pool, CpuIsa isa) {
+  const Kernel kernel = kernel_for(isa).kernel;
+  struct Part {
+    detail::QgemmArgs args;
+    int64_t n_tok, n_groups, g_step, first_item;
+  };
+  std::vector<Part> parts;
+  parts.reserve(tasks.size());
+  int64_t items = 0, macs = 0;
+  for (const QgemmTask& t : tasks) {
+    IC_CHECK(t.w && t.xq && t.y, "qgemm_batch: a task has a null weight, input or output");
+    check_operands(*t.w, *t.xq, isa);
+    if (t.xq->n_tok == 0) continue;
+    const int64_t group_bytes = t.w->n_blocks() * t.w->record_bytes();
+    const int64_t g_step = std::max<int64_t>(1, kBatchItemBytes / group_bytes);
+    parts.push_back({args_of(*t.w, *t.xq, t.y), t.xq->n_tok, t.w->n_groups(), g_step, items});
+    items += (t.w->n_groups() + g_step - 1) / g_step;
+    macs += t.xq->n_tok * t.w->n_out() * t.w->n_in();
+  }
+  auto run_items = [&](int64_t i0, int64_t i1) {
+    size_t p = 0;
+    for (int64_t it = i0; it < i1; ++it) {
+      while (p + 1 < parts.size() && parts[p + 1].first_item <= it) ++p;
+      const Part& part = parts[p];
+      const int64_t g0 = (it - part.first_item) * part.g_step;
+      kernel(part.args, g0, std::min(part.n_groups, g0 + part.g_step), 0, part.n_tok);
+    }
+  };
+  // Small batches finish before a worker could take an item (the same bound as qgemm's).
+  if (pool.size() == 1 || macs < (1 << 18)) return run_items(0, items);
+  pool.parallel_for(items, 1, run_items);
+}
+
+void qgemm_batch(std::span<const QgemmTask> tasks, ThreadPool& pool) {
+  qgemm_batch(tasks, pool, cpu_isa());
+}
+
+void qgemm(const PackedWeight& w, const QuantizedActs& xq, float* y, CpuIsa isa) {
+  check_operands(w, xq, isa);
   const int64_t n_tok = xq.n_tok;
   if (n_tok == 0) return;
-  const detail::QgemmArgs args{w.data(),        w.record_bytes(),  w.code_bits(),
-                               w.n_blocks(),    w.n_out(),         xq.q.data(),
-                               xq.scale.data(), xq.ssum.data(),    xq.sum.data(),
-                               y};
-  using Kernel = void (*)(const detail::QgemmArgs&, int64_t, int64_t, int64_t, int64_t);
-  Kernel kernel = detail::qgemm_scalar;
-  int tok_tile = 1;
-  switch (isa) {
-    case CpuIsa::Scalar: break;
-    case CpuIsa::Avx2: kernel = detail::qgemm_avx2; tok_tile = 4; break;
-    case CpuIsa::Avx512:
-      kernel = detail::qgemm_avx512;
-      tok_tile = detail::qgemm_token_tile_avx512();
-      break;
-  }
+  const detail::QgemmArgs args = args_of(w, xq, y);
+  const auto [kernel, tok_tile] = kernel_for(isa);
 
   // Work items: pairs of row groups x token chunks. Every output is computed by one item in
   // a fixed order, so the split (and the thread count) never changes a result.

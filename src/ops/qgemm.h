@@ -20,7 +20,9 @@
 //   acc = fma(m[o,b], s[t,b] * sum_b(xq), acc)
 // for b = 0, 1, ... with an exact int32 dot per block, so results do not depend on the thread
 // count, the tile shape or the ISA (every path does the same float operations in that order).
-// Threads: OpenMP (omp_get_max_threads) over pairs of 16-row groups x token chunks.
+// Threads: OpenMP (omp_get_max_threads) over pairs of 16-row groups x token chunks; or, for
+// decode's few tokens, qgemm_batch on a ThreadPool over runs of row groups of several weights
+// in one region.
 //
 // Error against the exact f32 product (see qgemm_error_bound), per output:
 //   |qgemm - reference| <= sum_b s_b (1/2 + 512 eps) ||W[o, b]||_1        (activation rounding)
@@ -30,6 +32,7 @@
 // more cover the reference's own roundings (qgemm.cpp, qgemm_error_bound).
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -37,6 +40,7 @@
 
 namespace ic {
 class Storage;
+class ThreadPool;
 }
 
 namespace ic::ops {
@@ -109,6 +113,22 @@ void qgemm(const PackedWeight& w, const float* x, int64_t n_tok, float* y);
 // Same with an explicit ISA (must be supported by this CPU) and pre-quantised activations.
 void qgemm(const PackedWeight& w, const QuantizedActs& xq, float* y, CpuIsa isa);
 void qgemm(const PackedWeight& w, const QuantizedActs& xq, float* y);
+
+// One product of a batch: y [xq->n_tok, w->n_out] = xq @ W^T. The weights of a batch may
+// differ; y buffers must not overlap.
+struct QgemmTask {
+  const PackedWeight* w;
+  const QuantizedActs* xq;
+  float* y;
+};
+
+// Every task in at most one parallel region of `pool`, items of whole row groups (all tokens
+// each), handed out dynamically; small batches run on the caller with no region. Bitwise the
+// same as qgemm on each task (every output is computed by one item, in the fixed order of the
+// header comment), for any pool size. For decode's few tokens: q/k/v or gate/up share one
+// fork-join. isa must be supported by this CPU.
+void qgemm_batch(std::span<const QgemmTask> tasks, ThreadPool& pool, CpuIsa isa);
+void qgemm_batch(std::span<const QgemmTask> tasks, ThreadPool& pool);
 
 // Plain reference: exact weights (dequantize_row), f32 activations, double accumulation.
 void qgemm_reference(const PackedWeight& w, const float* x, int64_t n_tok, float* y);

@@ -7,7 +7,7 @@
 namespace ic::ops {
 
 void sparse_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& topk,
-                      int64_t q_pos0, float scale, Tensor& out, Tensor* lse) {
+                      int64_t q_pos0, float scale, Tensor& out, Tensor* lse, ThreadPool* pool) {
   const Device dev = q.device();
   check_tensor(q, "sparse_attention q", DType::F32, dev, 3);
   const DType kv_type = k.dtype();
@@ -38,6 +38,7 @@ void sparse_attention(const Tensor& q, const Tensor& k, const Tensor& v, const T
   SparseAttentionParams p{q.data<float>(), bf16 ? nullptr : k.data<float>(), bf16 ? nullptr : v.data<float>(),
                           topk.data<int32_t>(), out.data<float>(), lse_ptr, q.dim(0), q.dim(1), k.dim(0), q.dim(2),
                           k.dim(1), q_pos0, topk.dim(1), scale};
+  p.pool = pool;
   if (bf16) {
     p.k_bf16 = k.data<uint16_t>();
     p.v_bf16 = v.data<uint16_t>();

@@ -20,6 +20,10 @@
 
 #include "core/tensor.h"
 
+namespace ic {
+class ThreadPool;
+}
+
 namespace ic::ops {
 
 struct SparseAttentionParams {
@@ -40,13 +44,16 @@ struct SparseAttentionParams {
   // A BF16 cache instead of k and v (same layout, raw bf16 bits): CUDA only.
   const uint16_t* k_bf16 = nullptr;  // [n_kv_heads, kv_capacity, head_dim]
   const uint16_t* v_bf16 = nullptr;  // [n_kv_heads, kv_capacity, head_dim]
+  ThreadPool* pool = nullptr;        // CPU: (token, KV head) items on it instead of OpenMP
 };
 
 // q: F32 [n_q, n_heads, head_dim]; k, v: F32 or BF16 (both the same) [n_kv_heads, capacity,
 // head_dim] (the CPU widens a BF16 cache to f32 first);
 // topk: I32 [n_q, k]; out like q; lse: F32 [n_q, n_heads] or an undefined Tensor.
+// pool: the CPU decode path's threads (results do not depend on it); null: OpenMP.
 void sparse_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& topk,
-                      int64_t q_pos0, float scale, Tensor& out, Tensor* lse = nullptr);
+                      int64_t q_pos0, float scale, Tensor& out, Tensor* lse = nullptr,
+                      ThreadPool* pool = nullptr);
 
 namespace cpu {
 // Both check every index first (throwing ic::Error on one that is < -1 or past its query).

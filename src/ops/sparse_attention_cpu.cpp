@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "ops/simd.h"
 #include "ops/sparse_attention.h"
 
@@ -140,6 +141,19 @@ void attend_token(const SparseAttentionParams& p, int64_t t, int64_t g, std::vec
 
 void sparse_attention(const SparseAttentionParams& p) {
   check_indices(p);
+  if (p.pool) {  // the same calls as below, one (token, KV head) per chunk
+    auto items = [&](int64_t b, int64_t e) {
+      std::vector<int32_t> sel;
+      std::vector<float> scratch;
+      for (int64_t it = b; it < e; ++it) attend_token(p, it / p.n_kv_heads, it % p.n_kv_heads, sel, scratch);
+    };
+    const int64_t n_items = p.n_q * p.n_kv_heads;
+    if (n_items * p.topk_k > 4096)
+      p.pool->parallel_for(n_items, 1, items);
+    else
+      items(0, n_items);
+    return;
+  }
 #pragma omp parallel
   {
     std::vector<int32_t> sel;

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "core/error.h"
+#include "model/llama.h"
 
 namespace ic::cli {
 
@@ -20,6 +21,7 @@ struct BenchArgs {
   std::vector<int> threads;
   int reps = 3;
   bool json = false;
+  bool openmp_decode = false;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -28,6 +30,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 void run(const BenchArgs& a) {
   auto model = load_model(a.model, a.json);
+  if (auto* llama = dynamic_cast<LlamaModel*>(model.get())) llama->set_decode_pool(!a.openmp_decode);
   const ModelInfo& c = model->info();
   IC_CHECK(a.prompt + a.gen <= c.context_max, "bench: {} + {} tokens exceed the model's context {}", a.prompt, a.gen,
            c.context_max);
@@ -87,6 +90,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--thread-list", a->threads, "Thread counts to measure, e.g. --thread-list 1 2");
   cmd->add_option("-r,--reps", a->reps, "Repetitions; the best is reported")->check(CLI::PositiveNumber);
   cmd->add_flag("--json", a->json, "Print JSON");
+  cmd->add_flag("--openmp-decode", a->openmp_decode,
+                "Decode on OpenMP instead of the model's thread pool (same results; for comparison)");
   cmd->callback([a] { run(*a); });
 }
 
