@@ -440,7 +440,11 @@ void qgemm(const PackedWeight& w, const QuantizedActs& xq, float* y, CpuIsa isa)
   const int64_t n_tok = xq.n_tok;
   if (n_tok == 0) return;
   const detail::QgemmArgs args = args_of(w, xq, y);
-  const auto [kernel, tok_tile] = kernel_for(isa);
+  // Plain locals, not a structured binding: the lambda below captures them, which clang's
+  // C++20 mode before version 16 rejects for bindings.
+  const KernelChoice chosen = kernel_for(isa);
+  const Kernel kernel = chosen.kernel;
+  const int64_t tok_tile = chosen.tok_tile;
 
   // Work items: pairs of row groups x token chunks. Every output is computed by one item in
   // a fixed order, so the split (and the thread count) never changes a result.
