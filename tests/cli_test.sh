@@ -610,6 +610,13 @@ by = {(x["context"], x["config"]): x for x in rows}
 assert by[(40, "1/2")]["pattern"] == by[(40, "half")]["pattern"] == "FSFS"
 assert by[(40, "1/2")]["index_cache_bytes"] * 2 == by[(40, "DSA")]["index_cache_bytes"]
 PY
+    # The greedy search on the same random weights, random-id calibration windows (its cost
+    # measurement needs no text): a 1/2 pattern whose first layer is F, and no -f needed.
+    "$bin" search --random-weights "$cfg" --random-tokens --ctx 32 --windows 2 --keep 2 --json "$tmp/s.json" \
+      >"$tmp/sout" 2>"$tmp/serr" || fail "search --random-tokens failed: $(cat "$tmp/serr")"
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r.keys())" "$tmp/s.json" >/dev/null ||
+      fail "search --random-tokens wrote no JSON"
+    grep -q "random" "$tmp/s.json" || fail "search JSON does not say its windows were random ids"
     expect_error "preset" "$bin" table1 --random-weights no-such-preset --lengths 10
     expect_error "not both" "$bin" table1 -m "$model" --random-weights "$cfg"
     expect_error "exceeds the model's limit" "$bin" table1 --random-weights "$cfg" --lengths 100000

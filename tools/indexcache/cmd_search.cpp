@@ -25,6 +25,7 @@ struct SearchArgs {
   ModelOptions model;
   std::vector<std::string> files;
   int64_t ctx = 1024, windows = 4, blocks = 1, max_tokens = 0;
+  bool random_tokens = false;  // --random-tokens: windows of random ids (cost runs on --random-weights models)
   uint64_t seed = 0;
   std::string keep = "1/8", json, svg;
   std::string export_for;  // --export: engines to print each nested pattern for
@@ -52,7 +53,7 @@ int64_t parse_keep(const std::string& s, int64_t n_layers) {
 // all-F indexer file. `llama` is set for the latter (its dense form is the search's reference point).
 std::unique_ptr<Model> load_all_full(const SearchArgs& a, LlamaModel*& llama) {
   llama = nullptr;
-  if (is_hf_folder(resolve_model_path(a.model.model))) {
+  if (!a.model.random_weights.empty() || is_hf_folder(resolve_model_path(a.model.model))) {
     IC_CHECK(a.model.indexers.empty(), "search -m FOLDER: a DSA checkpoint carries its own indexers; --indexers is for "
              "llama-family models");
     IC_CHECK(a.model.topk == 0, "search: --topk is not supported for DSA checkpoints yet (their k is the checkpoint's)");
@@ -73,6 +74,31 @@ std::unique_ptr<Model> load_all_full(const SearchArgs& a, LlamaModel*& llama) {
   return m;
 }
 
+// The calibration windows from -f: a seeded choice of windows of the tokenized text.
+void calibration_windows(const SearchArgs& a, const Model& model, std::vector<std::vector<int32_t>>& windows,
+                         std::vector<int64_t>& chosen, std::string& fingerprint) {
+  const Tokenizer& tok = model.tokenizer();
+  TextDataOptions dopt;
+  dopt.ctx = a.ctx;
+  dopt.separator = tok.eos_id();
+  dopt.max_tokens = a.max_tokens;
+  const TextWindows data = TextWindows::load(a.files, [&](std::string_view t) { return tok.encode(t, false); }, dopt);
+  IC_CHECK(a.windows >= 1 && a.windows <= data.n_windows(), "--windows {}: the calibration text gives {} windows of {}",
+           a.windows, data.n_windows(), a.ctx);
+  // A seeded choice among all windows, so a few windows still mix the corpus's parts.
+  const std::vector<int64_t> perm = window_permutation(data.n_windows(), a.seed, 0);
+  for (int64_t i = 0; i < a.windows; ++i) {
+    const auto w = data.window(perm[i]);
+    windows.emplace_back(w.begin(), w.end());
+    chosen.push_back(perm[i]);
+  }
+  if (!a.quiet)
+    std::fprintf(stderr, "calibration: %zu files, %lld tokens, %lld windows of %lld (fingerprint %s); using %lld "
+                 "(seed %llu)\n", data.files().size(), (long long)data.n_tokens(), (long long)data.n_windows(),
+                 (long long)a.ctx, data.fingerprint().c_str(), (long long)a.windows, (unsigned long long)a.seed);
+  fingerprint = data.fingerprint();
+}
+
 void run(SearchArgs a) {
   // Checked before the search: a misspelt engine must not cost a search.
   const std::vector<Engine> engines = a.export_for.empty() ? std::vector<Engine>{} : parse_engines(a.export_for);
@@ -89,27 +115,33 @@ void run(SearchArgs a) {
   cfg.lazy = a.lazy;
   cfg.blocks = a.blocks;
 
-  const Tokenizer& tok = model->tokenizer();
-  TextDataOptions dopt;
-  dopt.ctx = a.ctx;
-  dopt.separator = tok.eos_id();
-  dopt.max_tokens = a.max_tokens;
-  const TextWindows data = TextWindows::load(a.files, [&](std::string_view t) { return tok.encode(t, false); }, dopt);
-  IC_CHECK(a.windows >= 1 && a.windows <= data.n_windows(), "--windows {}: the calibration text gives {} windows of {}",
-           a.windows, data.n_windows(), a.ctx);
-  // A seeded choice among all windows, so a few windows still mix the corpus's parts.
-  const std::vector<int64_t> perm = window_permutation(data.n_windows(), a.seed, 0);
   std::vector<std::vector<int32_t>> windows;
   std::vector<int64_t> chosen;
-  for (int64_t i = 0; i < a.windows; ++i) {
-    const auto w = data.window(perm[i]);
-    windows.emplace_back(w.begin(), w.end());
-    chosen.push_back(perm[i]);
+  std::string fingerprint = fmt::format("random-tokens:{}", a.seed);
+  if (a.random_tokens) {
+    // Ids uniform over the vocabulary from the seed: the search's cost does not depend on them
+    // (its answer does; a random-weight model has no meaningful one).
+    IC_CHECK(a.files.empty(), "give -f FILES or --random-tokens, not both");
+    IC_CHECK(a.windows >= 1, "--windows {} must be positive", a.windows);
+    uint64_t z = a.seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+    for (int64_t w = 0; w < a.windows; ++w) {
+      std::vector<int32_t> ids(static_cast<size_t>(a.ctx));
+      for (int32_t& id : ids) {
+        z += 0x9E3779B97F4A7C15ull;
+        uint64_t x = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+        id = static_cast<int32_t>((x ^ (x >> 31)) % static_cast<uint64_t>(mc.vocab));
+      }
+      windows.push_back(std::move(ids));
+      chosen.push_back(w);
+    }
+    if (!a.quiet)
+      std::fprintf(stderr, "calibration: %lld windows of %lld random token ids (seed %llu): for timing only\n",
+                   (long long)a.windows, (long long)a.ctx, (unsigned long long)a.seed);
+  } else {
+    IC_CHECK(!a.files.empty(), "search needs calibration text (-f FILES), or --random-tokens for a cost run");
+    calibration_windows(a, *model, windows, chosen, fingerprint);
   }
-  if (!a.quiet)
-    std::fprintf(stderr, "calibration: %zu files, %lld tokens, %lld windows of %lld (fingerprint %s); using %lld "
-                 "(seed %llu)\n", data.files().size(), (long long)data.n_tokens(), (long long)data.n_windows(),
-                 (long long)a.ctx, data.fingerprint().c_str(), (long long)a.windows, (unsigned long long)a.seed);
 
   if (!a.quiet)
     std::fprintf(stderr, "search: %lld layers, keep %lld F (%s), top-k %lld, %s%s, %d threads\n", (long long)N,
@@ -209,7 +241,7 @@ void run(SearchArgs a) {
        {{"model", model->path()}, {"indexers", a.model.indexers}, {"topk", model->topk()}, {"n_layers", N},
         {"keep", cfg.keep}, {"keep_arg", a.keep}, {"lazy", cfg.lazy}, {"blocks", cfg.blocks}, {"ctx", a.ctx},
         {"windows", a.windows}, {"window_ids", chosen}, {"seed", a.seed}, {"files", a.files},
-        {"data_fingerprint", data.fingerprint()}, {"threads", omp_get_max_threads()}}}};
+        {"data_fingerprint", fingerprint}, {"threads", omp_get_max_threads()}}}};
   if (!a.json.empty()) write_text(a.json, j.dump(2) + "\n");
   if (!a.svg.empty()) write_text(a.svg, search_loss_curve_svg(j));
 }
@@ -235,8 +267,9 @@ void register_search(CLI::App& app) {
   auto a = std::make_shared<SearchArgs>();
   CLI::App* cmd = app.add_subcommand("search", "Greedy search for an IndexCache layer pattern (training-free)");
   add_model_options(cmd, a->model);
-  cmd->add_option("-f,--file", a->files, "Calibration text: files or folders (.txt, searched recursively)")
-      ->required();
+  cmd->add_option("-f,--file", a->files, "Calibration text: files or folders (.txt, searched recursively)");
+  cmd->add_flag("--random-tokens", a->random_tokens,
+                "Calibration windows of random token ids instead of -f (cost runs on --random-weights models)");
   cmd->add_option("-c,--ctx", a->ctx, "Tokens per calibration window");
   cmd->add_option("--windows", a->windows, "Calibration windows (a seeded choice among all)");
   cmd->add_option("--seed", a->seed, "Seed of the window choice");
