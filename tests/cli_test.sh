@@ -606,6 +606,9 @@ assert len(rows) == 6, rows
 assert r["weights"].startswith("random"), r
 for row in rows:
     assert row["finite"] and row["prefill_s"] > 0 and row["decode_tok_s"] > 0, row
+    # the phase-timed decode step's parts lie inside it
+    assert row["decode_split_ms"] > 0, row
+    assert 0 < row["decode_indexer_ms"] + row["decode_attention_ms"] <= row["decode_split_ms"], row
 by = {(x["context"], x["config"]): x for x in rows}
 assert by[(40, "1/2")]["pattern"] == by[(40, "half")]["pattern"] == "FSFS"
 assert by[(40, "1/2")]["index_cache_bytes"] * 2 == by[(40, "DSA")]["index_cache_bytes"]

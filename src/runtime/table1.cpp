@@ -69,7 +69,8 @@ Table1Row measure(Model& m, const Table1Config& cfg, int64_t len, const std::vec
   row.context = len;
   row.f_layers = static_cast<int64_t>(cfg.pattern.full_layers().size());
   std::vector<float> logits(static_cast<size_t>(m.info().vocab));
-  std::unique_ptr<ModelCache> cache = m.make_cache(len + opt.decode_steps + 1);
+  const int64_t split_steps = opt.decode_steps > 0 ? kTable1SplitSteps : 0;
+  std::unique_ptr<ModelCache> cache = m.make_cache(len + opt.decode_steps + split_steps + 1);
   row.cache_bytes = cache->bytes();
   row.index_cache_bytes = cache->index_bytes();
 
@@ -106,6 +107,33 @@ Table1Row measure(Model& m, const Table1Config& cfg, int64_t len, const std::vec
     row.decode_ms = ms[ms.size() / 2];
     row.decode_min_ms = ms.front();
     row.decode_max_ms = ms.back();
+  }
+
+  // The split of a decode step: phase timing on, each step's total and parts; the step of median
+  // total gives the three figures (one step's parts, so they add up).
+  struct Split {
+    double total, indexer, attention;
+  };
+  std::vector<Split> split;
+  m.set_phase_timing(true);
+  for (int64_t i = 0; i < split_steps; ++i) {
+    const int64_t pos = len + opt.decode_steps + 1 + i;
+    const int32_t tok = tokens[static_cast<size_t>(pos)];
+    m.reset_stats();
+    wait_for(m);
+    const auto ts = Clock::now();
+    step(m, *cache, std::span<const int32_t>(&tok, 1), pos, logits);
+    wait_for(m);
+    split.push_back({since(ts) * 1000.0, m.stats().indexer * 1000.0, m.stats().attention * 1000.0});
+    row.finite = row.finite && all_finite(logits);
+  }
+  m.set_phase_timing(false);
+  if (!split.empty()) {
+    std::sort(split.begin(), split.end(), [](const Split& a, const Split& b) { return a.total < b.total; });
+    const Split& mid = split[split.size() / 2];
+    row.decode_split_ms = mid.total;
+    row.decode_indexer_ms = mid.indexer;
+    row.decode_attention_ms = mid.attention;
   }
   return row;
 }
@@ -149,16 +177,18 @@ Table1Result run_table1(Model& m, const std::vector<Table1Config>& configs, cons
   const int64_t longest = *std::max_element(opt.lengths.begin(), opt.lengths.end());
   for (int64_t len : opt.lengths) IC_CHECK(len >= 1, "table1: context {} must be positive", len);
   const int64_t limit = m.info().context_max;
-  IC_CHECK(limit <= 0 || longest + opt.decode_steps + 1 <= limit,
+  IC_CHECK(limit <= 0 || longest + opt.decode_steps + kTable1SplitSteps + 1 <= limit,
            "table1: context {} plus {} decode steps exceeds the model's limit of {} positions", longest,
-           opt.decode_steps + 1, limit);
+           opt.decode_steps + kTable1SplitSteps + 1, limit);
   Table1Result r;
   r.model = m.path();
   r.device = std::string(device_name(m.device()));
   r.weight_bytes = m.weight_bytes();
   r.chunk = opt.chunk;
   r.decode_steps = opt.decode_steps;
-  const std::vector<int32_t> tokens = random_tokens(longest + opt.decode_steps + 1, m.info().vocab, opt.seed);
+  r.split_steps = opt.decode_steps > 0 ? kTable1SplitSteps : 0;
+  const std::vector<int32_t> tokens =
+      random_tokens(longest + opt.decode_steps + r.split_steps + 1, m.info().vocab, opt.seed);
 
   // Warm-up: one chunk and a decode step per config, so that no row pays for first-call setup
   // (cuBLASLt plans, the pool's first allocations).
@@ -187,14 +217,17 @@ std::string table1_markdown(const Table1Result& r) {
                               "steps.\n\n",
                               r.model, r.device, human_bytes(r.weight_bytes), r.chunk, r.decode_steps);
   s += "| context | config | F layers | prefill s | speed-up | indexer share | decode tok/s | speed-up | decode ms "
-       "min-max | cache | indexer cache | finite |\n";
-  s += "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n";
+       "min-max | decode split ms: indexer / attention / rest | cache | indexer cache | finite |\n";
+  s += "|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|\n";
   for (const Table1Row& row : r.rows) {
     const Table1Row* b = baseline(r, row);
-    s += fmt::format("| {} | {} | {} | {:.3f} | {:.2f}x | {:.0f} % | {:.1f} | {:.2f}x | {:.2f}-{:.2f} | {} | {} | {} |\n",
+    s += fmt::format("| {} | {} | {} | {:.3f} | {:.2f}x | {:.0f} % | {:.1f} | {:.2f}x | {:.2f}-{:.2f} | {:.2f} / {:.2f} / "
+                     "{:.2f} | {} | {} | {} |\n",
                      row.context, row.config, row.f_layers, row.prefill_s, b->prefill_s / row.prefill_s,
                      100.0 * row.indexer_s / row.prefill_s, row.decode_tok_s(),
                      b->decode_ms > 0 ? b->decode_ms / row.decode_ms : 0.0, row.decode_min_ms, row.decode_max_ms,
+                     row.decode_indexer_ms, row.decode_attention_ms,
+                     row.decode_split_ms - row.decode_indexer_ms - row.decode_attention_ms,
                      human_bytes(row.cache_bytes), human_bytes(row.index_cache_bytes), row.finite ? "yes" : "NO");
   }
   return s;
@@ -207,6 +240,7 @@ std::string table1_json(const Table1Result& r) {
   j["weight_bytes"] = r.weight_bytes;
   j["chunk"] = r.chunk;
   j["decode_steps"] = r.decode_steps;
+  j["decode_split_steps"] = r.split_steps;
   j["weights"] = "random: timings only";
   for (const Table1Row& row : r.rows) {
     const Table1Row* b = baseline(r, row);
@@ -223,6 +257,9 @@ std::string table1_json(const Table1Result& r) {
                          {"decode_max_ms", row.decode_max_ms},
                          {"decode_tok_s", row.decode_tok_s()},
                          {"decode_speedup", b->decode_ms > 0 ? b->decode_ms / row.decode_ms : 0.0},
+                         {"decode_split_ms", row.decode_split_ms},
+                         {"decode_indexer_ms", row.decode_indexer_ms},
+                         {"decode_attention_ms", row.decode_attention_ms},
                          {"cache_bytes", row.cache_bytes},
                          {"index_cache_bytes", row.index_cache_bytes},
                          {"finite", row.finite}});

@@ -8,7 +8,9 @@
 // Prefill runs with the model's phase timing on (the GPU path synchronises around the indexer
 // and attention, so ForwardStats splits the time; at chunk sizes of thousands of tokens that
 // costs microseconds per layer against milliseconds of work); decode runs with it off, so the
-// device is never waited on inside a step beyond what the path itself does.
+// device is never waited on inside a step beyond what the path itself does. A few more decode
+// steps after the timed ones run with phase timing on, to split a decode step into indexer,
+// attention and the rest (those steps are synchronised, so they are reported apart).
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -36,6 +38,9 @@ struct Table1Options {
   std::function<void(const std::string& line)> progress;  // one line per step of the run
 };
 
+// Phase-timed decode steps after the timed ones (Table1Row::decode_split_ms and its parts).
+inline constexpr int64_t kTable1SplitSteps = 5;
+
 struct Table1Row {
   std::string config, pattern;
   int64_t context = 0;
@@ -45,6 +50,9 @@ struct Table1Row {
   double attention_s = 0.0;    // of which sparse attention
   double decode_ms = 0.0;      // per token, median over the timed steps
   double decode_min_ms = 0.0, decode_max_ms = 0.0;
+  double decode_split_ms = 0.0;      // a phase-timed decode step (median), device synchronised
+  double decode_indexer_ms = 0.0;    // of which the indexer, in the same steps
+  double decode_attention_ms = 0.0;  // of which sparse attention
   int64_t cache_bytes = 0;     // the cache of context + decode_steps tokens
   int64_t index_cache_bytes = 0;  // of which indexer keys
   bool finite = true;          // the last prefill logits and every decode logit finite
@@ -56,6 +64,7 @@ struct Table1Result {
   std::string device;
   int64_t weight_bytes = 0;
   int64_t chunk = 0, decode_steps = 0;
+  int64_t split_steps = 0;  // phase-timed decode steps after the timed ones
   std::vector<Table1Row> rows;  // length-major, configs in the order given
 };
 
