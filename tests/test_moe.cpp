@@ -583,7 +583,8 @@ TEST(MoeExpertsCuda, MatchesReferenceWithinBf16Bound) {
     const auto wts = random_weights(rng, ids.size());
     for (DType out_type : {DType::F32, DType::BF16}) {
       const RefWithBound ref = reference_with_bound(x, ids, wts, w, c.top_k, out_type);
-      for (MoeGemm mode : {MoeGemm::Auto, MoeGemm::Grouped, MoeGemm::PerExpert}) {
+      for (MoeGemm mode : {MoeGemm::Auto, MoeGemm::Grouped, MoeGemm::PerExpert, MoeGemm::Gemv}) {
+        if (mode == MoeGemm::Gemv && (c.dim % 8 != 0 || c.inter % 8 != 0)) continue;  // its own test below
         SCOPED_TRACE(testing::Message() << dtype_name(out_type) << " gemm mode " << static_cast<int>(mode));
         const auto got = run_experts_gpu(x, ids, wts, w, c.top_k, out_type, mode);
         const auto again = run_experts_gpu(x, ids, wts, w, c.top_k, out_type, mode);
@@ -617,6 +618,31 @@ TEST(MoeExpertsCuda, CallerWorkspaceGivesTheSameBits) {
   EXPECT_EQ(0, std::memcmp(own.data(), given.data(), own.size() * 4));
   const Tensor small = Tensor::empty({bytes / 8}, DType::I32, Device::CUDA);
   expect_error([&] { run_experts_gpu(x, ids, wts, w, top_k, DType::F32, MoeGemm::Grouped, &small); }, "workspace");
+}
+
+// The matrix-vector mode has no pass that could refuse a bad id without a host sync: the token
+// that holds one gets NaN, every other token its usual result; sizes it cannot vectorise are
+// refused.
+TEST(MoeExpertsCuda, GemvBadIdPoisonsOnlyItsTokenAndOddSizesAreRefused) {
+  IC_CUDA_OR_SKIP();
+  test::Rng rng;
+  SCOPED_TRACE(rng.seed);
+  const int64_t D = 64, I = 32, E = 4, top_k = 2;
+  const ExpertWeights w = random_experts(rng, E, D, I);
+  const auto x = bf16_of(rng.normal(3 * D));
+  const std::vector<float> wts = random_weights(rng, 6);
+  const std::vector<int32_t> good = {0, 1, 2, 3, 1, 0}, bad = {0, 1, 2, 4, 1, 0};
+  const auto ref = run_experts_gpu(x, good, wts, w, top_k, DType::F32, MoeGemm::Gemv);
+  const auto got = run_experts_gpu(x, bad, wts, w, top_k, DType::F32, MoeGemm::Gemv);
+  for (int64_t o = 0; o < D; ++o) {
+    EXPECT_EQ(ref[o], got[o]) << "token 0, dim " << o;
+    EXPECT_TRUE(std::isnan(got[D + o])) << "token 1 (id 4 of 4 experts), dim " << o;
+    EXPECT_EQ(ref[2 * D + o], got[2 * D + o]) << "token 2, dim " << o;
+  }
+  const ExpertWeights odd = random_experts(rng, E, 36, 20);
+  const auto xo = bf16_of(rng.normal(3 * 36));
+  expect_error([&] { run_experts_gpu(xo, good, wts, odd, top_k, DType::F32, MoeGemm::Gemv); },
+               "must be multiples of 8");
 }
 
 TEST(MoeExpertsCuda, BadIdIsAClearError) {

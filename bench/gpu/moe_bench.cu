@@ -260,7 +260,8 @@ int main(int argc, char** argv) {
     Block b;
     const bool ok = check(b);
     std::printf("| tokens | experts hit | GFLOP | min MB | router us | grouped us | TFLOP/s | GB/s | per-expert loop us | "
-                "dense GEMM same FLOPs us | weight-read floor us |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+                "gemv us (GB/s) | dense GEMM same FLOPs us | weight-read floor us |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int64_t n : sizes) {
       Tokens t(n, 7);
       route(b, t);
@@ -275,6 +276,8 @@ int main(int argc, char** argv) {
       const double ms_route = time_ms([&] { route(b, t); }, reps);
       const double ms_grouped = time_ms([&] { experts(b, t, MoeGemm::Grouped); }, reps);
       const double ms_loop = time_ms([&] { experts(b, t, MoeGemm::PerExpert); }, reps);
+      // The matrix-vector mode where the family's forward takes it (pairs <= kMoeGemvPairs).
+      const double ms_gemv = pairs <= kMoeGemvPairs ? time_ms([&] { experts(b, t, MoeGemm::Gemv); }, reps) : 0.0;
       // The dense ceiling: [pairs, dim] x [dim, 3 inter] in one GEMM.
       uint16_t* dense_out = dalloc<uint16_t>(pairs * 3 * kInter);
       uint16_t* dense_x = dalloc<uint16_t>(pairs * kDim);
@@ -283,9 +286,12 @@ int main(int argc, char** argv) {
           time_ms([&] { cuda::gemm_bf16({dense_x, b.w_gate_up, dense_out, pairs, 3 * kInter, kDim, DType::BF16}); }, reps);
       cudaFree(dense_out);
       cudaFree(dense_x);
-      std::printf("| %ld | %ld | %.2f | %.1f | %.1f | %.1f | %.1f | %.0f | %.1f | %.1f | %.1f |\n", long(n), long(hit),
-                  flops / 1e9, bytes / 1e6, ms_route * 1e3, ms_grouped * 1e3, flops / (ms_grouped * 1e-3) / 1e12,
-                  bytes / (ms_grouped * 1e-3) / 1e9, ms_loop * 1e3, ms_dense * 1e3, bytes / (gbps * 1e9) * 1e6);
+      char gemv[48] = "-";
+      if (ms_gemv > 0) std::snprintf(gemv, sizeof gemv, "%.1f (%.0f)", ms_gemv * 1e3, bytes / (ms_gemv * 1e-3) / 1e9);
+      std::printf("| %ld | %ld | %.2f | %.1f | %.1f | %.1f | %.1f | %.0f | %.1f | %s | %.1f | %.1f |\n", long(n),
+                  long(hit), flops / 1e9, bytes / 1e6, ms_route * 1e3, ms_grouped * 1e3,
+                  flops / (ms_grouped * 1e-3) / 1e12, bytes / (ms_grouped * 1e-3) / 1e9, ms_loop * 1e3, gemv,
+                  ms_dense * 1e3, bytes / (gbps * 1e9) * 1e6);
       std::fflush(stdout);
     }
     return ok ? 0 : 1;

@@ -18,7 +18,8 @@
 // The reference rounds nothing before out.
 //
 // An expert id outside [0, n_experts) is an ic::Error on both devices (the GPU counts them in the
-// same pass that counts the experts' tokens, which the host reads anyway).
+// same pass that counts the experts' tokens, which the host reads anyway), except in the Gemv
+// mode below, which has no such pass.
 //
 // Cost: 6 dim inter FLOPs per (token, slot) pair; bytes: 6 dim inter of weights per expert that
 // any token picks, plus the activations (x, out, and on the GPU the permuted intermediates).
@@ -34,8 +35,21 @@ namespace ic::ops {
 // the per-expert loop from 512 rows per expert with tokens on, the grouped call below: on the H200
 // at the 30B shape (bench/RESULTS.md, 2026-12-03) the grouped call was faster at 4 and 256 rows
 // per expert (401 vs 1429 us, 1280 vs 1551 us) and slower at 1024 (4712 vs 2681 us).
-enum class MoeGemm : uint8_t { Auto, Grouped, PerExpert };
+//
+// Gemv (never chosen by Auto; a caller opts in) is for a few pairs, as in decode: two kernels in
+// which each pair's warps read its expert's rows once (matrix-vector products, the weight-read
+// bound), then the combine; no sort, no host sync, so the op can sit inside a CUDA graph. Its
+// roundings are the GEMM path's; the order of the f32 sums inside a dot product differs, so
+// results agree with the GEMM modes to the bf16 rounding of gate, up and down outputs, not in
+// bits. It cannot refuse a bad id without waiting for the device: a pair whose id is outside
+// [0, n_experts) gives NaN outputs for its token instead of an ic::Error, so only callers whose
+// ids are in range by construction (ops/moe_route's) take it. Needs dim and inter multiples of 8
+// and 16-byte aligned x and weights (an ic::Error otherwise).
+enum class MoeGemm : uint8_t { Auto, Grouped, PerExpert, Gemv };
 constexpr int64_t kMoePerExpertRows = 512;
+// Pairs (tokens x top_k) up to which the DSA family's GPU forward takes Gemv: below about 8 rows
+// per expert a GEMM's tiles are mostly padding and the weights are read once either way.
+constexpr int64_t kMoeGemvPairs = 32;
 
 struct MoeExpertsParams {
   const uint16_t* x;          // [n_tok, dim] bf16 bits

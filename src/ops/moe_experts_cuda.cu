@@ -242,7 +242,8 @@ __global__ void combine_kernel(const uint16_t* y, const int32_t* row_of_pair, co
     float acc[8] = {};
     for (int s = 0; s < top_k; ++s) {
       const float w = weights[t * top_k + s];
-      const uint16_t* src = y + static_cast<int64_t>(row_of_pair[t * top_k + s]) * dim + o;
+      const int64_t row = row_of_pair ? row_of_pair[t * top_k + s] : t * top_k + s;  // null: pair order
+      const uint16_t* src = y + row * dim + o;
       if (vec) {
         const uint4 v = *reinterpret_cast<const uint4*>(src);
         const uint16_t* h = reinterpret_cast<const uint16_t*>(&v);
@@ -259,6 +260,105 @@ __global__ void combine_kernel(const uint16_t* y, const int32_t* row_of_pair, co
         out[t * dim + o + k] = f32_to_bf16_bits(acc[k]);
     }
   }
+}
+
+// ---- MoeGemm::Gemv: few pairs, each one reads its expert's weights once, no host sync ----
+// One warp per output row (gate and up rows together in the first pass), lanes striding the
+// reduction in 16-byte vectors of 8 bf16, f32 accumulation, a butterfly sum; the vector the rows
+// multiply sits in shared memory. Roundings as the GEMM path's: gate and up to bf16 before the
+// SwiGLU, its product to bf16, each down output to bf16.
+constexpr int kGemvWarps = 8;
+constexpr int kGemvRowsPerWarp = 2;
+
+__device__ float dot_bf16_row(const uint16_t* w, const uint16_t* v, int64_t n, int lane) {
+  float acc = 0.0f;
+  for (int64_t i = lane; i < n / 8; i += 32) {
+    const uint4 a4 = reinterpret_cast<const uint4*>(w)[i];
+    const uint4 b4 = reinterpret_cast<const uint4*>(v)[i];
+    const uint16_t* a = reinterpret_cast<const uint16_t*>(&a4);
+    const uint16_t* b = reinterpret_cast<const uint16_t*>(&b4);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) acc = fmaf(bf16_bits_to_f32(a[k]), bf16_bits_to_f32(b[k]), acc);
+  }
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  return acc;
+}
+
+// grid (row blocks, pairs): act[p, r] = bf16(silu(bf16(g_r . x)) * bf16(u_r . x)), x = x[p / top_k].
+// An id outside [0, n_experts) makes the pair's row NaN (the caller vouches for its ids: Gemv).
+__global__ void gemv_gate_up_kernel(const uint16_t* x, const int32_t* ids, const uint16_t* w_gate_up,
+                                    uint16_t* act, int64_t dim, int64_t inter, int top_k, int n_experts) {
+  extern __shared__ uint4 xs4[];  // [dim / 8]
+  const int64_t pair = blockIdx.y;
+  const uint4* src = reinterpret_cast<const uint4*>(x + (pair / top_k) * dim);
+  for (int64_t i = threadIdx.x; i < dim / 8; i += blockDim.x) xs4[i] = src[i];
+  __syncthreads();
+  const int e = ids[pair];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint16_t* xs = reinterpret_cast<const uint16_t*>(xs4);
+  for (int j = 0; j < kGemvRowsPerWarp; ++j) {
+    const int64_t r = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp) * kGemvRowsPerWarp + j;
+    if (r >= inter) return;
+    if (e < 0 || e >= n_experts) {
+      if (lane == 0) act[pair * inter + r] = 0x7fc0;  // NaN
+      continue;
+    }
+    const uint16_t* we = w_gate_up + static_cast<int64_t>(e) * 2 * inter * dim;
+    const float g = bf16_bits_to_f32(f32_to_bf16_bits(dot_bf16_row(we + r * dim, xs, dim, lane)));
+    const float u = bf16_bits_to_f32(f32_to_bf16_bits(dot_bf16_row(we + (inter + r) * dim, xs, dim, lane)));
+    if (lane == 0) act[pair * inter + r] = f32_to_bf16_bits(silu_mul(g, u));
+  }
+}
+
+// grid (row blocks, pairs): y[p, r] = bf16(d_r . act[p]) with d = W_down[ids[p]].
+__global__ void gemv_down_kernel(const uint16_t* act, const int32_t* ids, const uint16_t* w_down, uint16_t* y,
+                                 int64_t dim, int64_t inter, int n_experts) {
+  extern __shared__ uint4 as4[];  // [inter / 8]
+  const int64_t pair = blockIdx.y;
+  const uint4* src = reinterpret_cast<const uint4*>(act + pair * inter);
+  for (int64_t i = threadIdx.x; i < inter / 8; i += blockDim.x) as4[i] = src[i];
+  __syncthreads();
+  const int e = ids[pair];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint16_t* as = reinterpret_cast<const uint16_t*>(as4);
+  for (int j = 0; j < kGemvRowsPerWarp; ++j) {
+    const int64_t r = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp) * kGemvRowsPerWarp + j;
+    if (r >= dim) return;
+    if (e < 0 || e >= n_experts) {
+      if (lane == 0) y[pair * dim + r] = 0x7fc0;
+      continue;
+    }
+    const float v = dot_bf16_row(w_down + (static_cast<int64_t>(e) * dim + r) * inter, as, inter, lane);
+    if (lane == 0) y[pair * dim + r] = f32_to_bf16_bits(v);
+  }
+}
+
+void moe_experts_gemv(const MoeExpertsParams& p, uint16_t* act, uint16_t* y) {
+  IC_CHECK(p.dim % 8 == 0 && p.inter % 8 == 0, "moe_experts (gemv): dim {} and inter {} must be multiples of 8",
+           p.dim, p.inter);
+  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  IC_CHECK(aligned(p.x) && aligned(p.w_gate_up) && aligned(p.w_down),
+           "moe_experts (gemv): x and the expert weights must be 16-byte aligned");
+  const int64_t n_pairs = p.n_tok * p.top_k;
+  IC_CHECK(n_pairs <= 65535, "moe_experts (gemv): {} pairs exceed the grid's 65535", n_pairs);
+  constexpr int64_t rows_per_block = kGemvWarps * kGemvRowsPerWarp;
+  const dim3 block(kGemvWarps * 32);
+  const dim3 g1(static_cast<unsigned>((p.inter + rows_per_block - 1) / rows_per_block), static_cast<unsigned>(n_pairs));
+  gemv_gate_up_kernel<<<g1, block, static_cast<size_t>(p.dim) * 2>>>(p.x, p.ids, p.w_gate_up, act, p.dim, p.inter,
+                                                                     static_cast<int>(p.top_k),
+                                                                     static_cast<int>(p.n_experts));
+  IC_CUDA_CHECK_LAUNCH();
+  const dim3 g2(static_cast<unsigned>((p.dim + rows_per_block - 1) / rows_per_block), static_cast<unsigned>(n_pairs));
+  gemv_down_kernel<<<g2, block, static_cast<size_t>(p.inter) * 2>>>(act, p.ids, p.w_down, y, p.dim, p.inter,
+                                                                   static_cast<int>(p.n_experts));
+  IC_CUDA_CHECK_LAUNCH();
+  const unsigned tok = static_cast<unsigned>(p.n_tok);
+  const int top_k = static_cast<int>(p.top_k);
+  if (p.out_type == DType::F32)
+    combine_kernel<<<tok, 256>>>(y, nullptr, p.weights, static_cast<float*>(p.out), p.dim, top_k, true);
+  else
+    combine_kernel<<<tok, 256>>>(y, nullptr, p.weights, static_cast<uint16_t*>(p.out), p.dim, top_k, true);
+  IC_CUDA_CHECK_LAUNCH();
 }
 
 // The per-group arguments of one projection, built on the host from the counts.
@@ -330,6 +430,7 @@ void moe_experts(const MoeExpertsParams& p) {
   uint16_t* xp = static_cast<uint16_t*>(at(l.xp));
   uint16_t* h = static_cast<uint16_t*>(at(l.h));
   uint16_t* act = static_cast<uint16_t*>(at(l.act));
+  if (p.gemm == MoeGemm::Gemv) return moe_experts_gemv(p, act, xp);  // pairs in pair order, no sync
   int32_t* row_of_pair = static_cast<int32_t*>(at(l.row_of_pair));
   int32_t* token_of_row = static_cast<int32_t*>(at(l.token_of_row));
 

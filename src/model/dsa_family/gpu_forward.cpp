@@ -260,7 +260,9 @@ void GpuForward::ffn(int layer, const GpuLayer& g, Tensor& x, const GpuTap& tap)
   tap_if(tap, "moe_route", layer, ids);
   tap_if(tap, "moe_weights", layer, weights);
   Tensor routed = f32_like(x, {n, c_.hidden});
-  ops::moe_experts(h_bf, ids, weights, g.gate_up, g.down, routed);
+  // A few pairs (decode): the matrix-vector mode, no host sync; moe_route's ids are in range.
+  const ops::MoeGemm mode = n * K <= ops::kMoeGemvPairs ? ops::MoeGemm::Gemv : ops::MoeGemm::Auto;
+  ops::moe_experts(h_bf, ids, weights, g.gate_up, g.down, routed, nullptr, mode);
   ops::add_inplace(x, routed);
   if (g.shared.defined()) mlp(g.shared, h_bf, x);
 }
