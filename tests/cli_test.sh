@@ -205,6 +205,21 @@ r = json.loads(sys.argv[1])
 assert r["windows"] == -(-r["tokens"] // 64) and math.isfinite(r["ppl"]) and r["ppl"] > 1, r
 assert r["pattern"] == "FFFF" and r["topk"] == 8, r
 PY
+    # --tp 2 (docs/PARALLEL.md): two in-process ranks give the same greedy tokens as one here, and
+    # the same perplexity to f32 rounding; a head count the ranks do not divide is refused.
+    out1=$("$bin" generate -m "$dsa" -p "The pass key is" -n 6 --json 2>/dev/null) || fail "generate failed"
+    out2=$("$bin" generate -m "$dsa" -p "The pass key is" -n 6 --json --tp 2 --ep 2 2>"$tmp/err") || fail "generate --tp 2 failed: $(cat "$tmp/err")"
+    "$bin" generate -m "$dsa" -p "The pass key is" -n 1 --tp 2 --ep 2 2>"$tmp/err" >/dev/null || fail "generate --tp 2 failed"
+    grep -q "parallel: --tp 2 --ep 2, 2 ranks" "$tmp/err" || fail "--tp 2 not reported: $(cat "$tmp/err")"
+    python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); assert a["tokens"] == b["tokens"], (a, b)' "$out1" "$out2" || exit 1
+    out2=$("$bin" perplexity -m "$dsa" -f "$tmp/t.txt" -c 64 --json --tp 2 2>/dev/null) || fail "perplexity --tp 2 failed"
+    python3 - "$out" "$out2" <<'PY' || exit 1
+import json, sys
+a, b = (json.loads(x) for x in sys.argv[1:])
+assert a["tokens"] == b["tokens"] and abs(a["ppl"] - b["ppl"]) <= 1e-4 * a["ppl"], (a, b)
+PY
+    expect_error "4 attention heads (num_attention_heads) do not split over --tp 3" "$bin" generate -m "$dsa" -p hi -n 1 --tp 3
+    expect_error "apply to the DSA family" "$bin" generate -m "$model" -p hi -n 1 --tp 2
     "$bin" bench -m "$lite" -p 24 -n 4 --json >/dev/null 2>&1 || fail "bench failed on the dense MLA model"
     ids=$("$bin" tokenize -m "$dsa" -p "Hello, world" --json) || fail "tokenize failed"
     [ "${ids:0:1}" = "[" ] || fail "tokenize gave $ids"

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/dsa_family/model.h"
 #include "model/load_model.h"
 
 namespace ic::cli {
@@ -38,6 +39,10 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_flag("--indexer-fp8", o.indexer_fp8,
                 "DSA family on the GPU: the indexer in fp8 (e4m3 q and keys, one scale per row), as DeepSeek's "
                 "inference runs it; default bf16");
+  cmd->add_option("--tp", o.tp, "DSA family on the CPU: tensor parallelism over N ranks, run as N threads "
+                  "(heads, MLP and shared-expert channels split; docs/PARALLEL.md)")->check(CLI::PositiveNumber);
+  cmd->add_option("--ep", o.ep, "DSA family on the CPU: routed experts split by expert over the --tp ranks (N = "
+                  "--tp), or 1: each expert split by channel")->check(CLI::PositiveNumber);
 }
 
 namespace {
@@ -48,6 +53,18 @@ std::optional<LayerPattern> pattern_option(const ModelOptions& o, int64_t L) {
   if (!o.pattern.empty()) return LayerPattern::parse(o.pattern, L);
   if (o.index_freq > 0) return LayerPattern::from_freq(L, o.index_freq, o.index_offset);
   return std::nullopt;
+}
+
+// --tp / --ep on a loaded model: the DSA family's in-process ranks (model/dsa_family/shard.h).
+void apply_parallel(const ModelOptions& o, Model& m, bool quiet) {
+  if (o.tp == 1 && o.ep == 1) return;
+  auto* f = dynamic_cast<MlaMoeModel*>(&m);
+  IC_CHECK(f, "--tp {} --ep {}: tensor and expert parallelism apply to the DSA family (HF model folders and "
+           "--random-weights); {} is a {} model", o.tp, o.ep, m.path(), m.info().family);
+  f->set_parallel({o.tp, o.ep});
+  if (!quiet)
+    std::fprintf(stderr, "parallel: --tp %d --ep %d, %d ranks as threads of this process (routed experts split %s)\n",
+                 o.tp, o.ep, o.tp, o.ep > 1 ? "by expert" : "by channel");
 }
 
 void report_load(const Model& m, double seconds) {
@@ -72,6 +89,7 @@ std::unique_ptr<Model> load_model(const ModelOptions& o, bool quiet) {
     if (!o.pattern.empty() || o.index_freq > 0) lo.pattern = [&o](int64_t L) { return pattern_option(o, L); };
     const auto t0 = std::chrono::steady_clock::now();
     auto m = ic::load_random_model(o.random_weights, o.weights_seed, o.layers, lo);
+    apply_parallel(o, *m, quiet);
     if (!quiet) report_load(*m, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return m;
   }
@@ -86,6 +104,7 @@ std::unique_ptr<Model> load_model(const ModelOptions& o, bool quiet) {
     lo.pattern = [&o](int64_t L) { return pattern_option(o, L); };
   const auto t0 = std::chrono::steady_clock::now();
   auto m = ic::load_model(path, lo);
+  apply_parallel(o, *m, quiet);
   if (!quiet) report_load(*m, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   apply_dsa(o, *m, quiet);
   return m;

@@ -26,6 +26,8 @@ struct ModelOptions {
   uint64_t weights_seed = 1;   // --weights-seed
   int64_t layers = 0;          // --layers N: only the first N layers of a --random-weights model
   bool indexer_fp8 = false;    // --indexer-fp8: the DSA family's GPU indexer in fp8
+  int tp = 1;                  // --tp N: the DSA family's CPU forward on N tensor-parallel ranks (threads)
+  int ep = 1;                  // --ep N: routed experts split by expert over the N ranks (1: by channel)
 };
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);

@@ -23,4 +23,22 @@ int64_t MlaCache::index_bytes() const {
   return b;
 }
 
+ParallelCache::ParallelCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern, int64_t index_dim,
+                             int ranks)
+    : ModelCache(capacity) {
+  for (int r = 0; r < ranks; ++r) ranks_.push_back(std::make_unique<MlaCache>(c, capacity, pattern, index_dim));
+}
+
+int64_t ParallelCache::bytes() const {
+  int64_t b = 0;
+  for (const auto& r : ranks_) b += r->bytes();
+  return b;
+}
+
+int64_t ParallelCache::index_bytes() const {
+  int64_t b = 0;
+  for (const auto& r : ranks_) b += r->index_bytes();
+  return b;
+}
+
 }  // namespace ic::dsa

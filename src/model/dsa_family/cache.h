@@ -4,6 +4,7 @@
 // pattern the cache was made for, the indexer key of each token ([index_head_dim], f32). S layers
 // and dense models get no indexer keys.
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/tensor.h"
@@ -24,6 +25,22 @@ class MlaCache final : public ModelCache {
 
  private:
   std::vector<Tensor> kv_, index_k_;
+};
+
+// The cache of a model run on N in-process ranks (model/dsa_family/shard.h): one MlaCache per rank,
+// each the whole latent cache and indexer keys (both are replicated: every rank computes every row
+// and holds it, as each GPU would). bytes() counts all ranks; rank_bytes() one of them.
+class ParallelCache final : public ModelCache {
+ public:
+  ParallelCache(const MlaMoeConfig& c, int64_t capacity, const LayerPattern* pattern, int64_t index_dim, int ranks);
+  int ranks() const { return static_cast<int>(ranks_.size()); }
+  MlaCache& rank(int r) { return *ranks_[static_cast<size_t>(r)]; }
+  int64_t bytes() const override;
+  int64_t index_bytes() const override;
+  int64_t rank_bytes() const { return ranks_.front()->bytes(); }
+
+ private:
+  std::vector<std::unique_ptr<MlaCache>> ranks_;
 };
 
 }  // namespace ic::dsa

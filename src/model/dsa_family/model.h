@@ -23,12 +23,18 @@
 #include "model/dsa_family/gpu_forward.h"
 #include "model/dsa_family/mla.h"
 #include "model/dsa_family/rope.h"
+#include "model/dsa_family/shard.h"
 #include "model/dsa.h"
 #include "model/dsa_family/weights.h"
 #include "model/model.h"
 #include "model/pattern_conventions.h"
+#include "parallel/communicator.h"
 
 namespace ic {
+
+namespace dsa {
+class MlaCache;
+}
 
 struct FamilyOptions {
   // Load the checkpoint's MTP/NextN layers (num_nextn_predict_layers). Not implemented yet: true
@@ -39,6 +45,9 @@ struct FamilyOptions {
   dsa::MlaForm mla = dsa::MlaForm::Absorbed;  // Naive: decompressed per-head K/V (a cross-check)
   // The GPU path's indexer in fp8 (GpuForward::set_indexer_fp8); the CPU reference has none.
   bool indexer_fp8 = false;
+  // Tensor and expert parallelism on the CPU path (docs/PARALLEL.md): tp ranks as threads of this
+  // process (parallel/local_group.h); tp 1 and ep 1 is the single-rank path, unchanged.
+  dsa::ParallelSpec parallel;
 };
 
 class MlaMoeModel final : public Model {
@@ -84,15 +93,34 @@ class MlaMoeModel final : public Model {
     if (gpu_) gpu_->set_phase_timing(on);
   }
   void set_mla_form(dsa::MlaForm form) { mla_form_ = form; }
+
+  // Runs later forwards on p.tp in-process ranks (model/dsa_family/shard.h cuts each rank's
+  // weights from this model's); tp 1 and ep 1 returns to the single-rank path. Caches must be made
+  // after a change. The CPU path only: the GPU path is single-rank so far. Errors (a head, channel
+  // or expert count N does not divide, ep neither 1 nor tp) name the model, the dim and N.
+  void set_parallel(const dsa::ParallelSpec& p);
+  const dsa::ParallelSpec& parallel() const { return parallel_spec_; }
+  // What rank r has sent since the last reset (all zero on the single-rank path).
+  parallel::CommStats comm_stats(int rank) const;
+  void reset_comm_stats();
   const dsa::LayerWeights& layer(int64_t l) const { return layers_[static_cast<size_t>(l)]; }
   const dsa::RopeTable& rope() const { return rope_; }
 
  private:
   MlaMoeModel(std::optional<hf::Folder> folder, std::string dir, MlaMoeConfig cfg);
   // The indexer of F layer l for the n tokens of h at p0: writes their keys, returns I32 [n, k].
-  Tensor select(int64_t l, const Tensor& h, const Tensor& q_latent, Tensor& keys, int64_t p0);
+  // tap: dump the indexer's intermediates (false on ranks other than 0).
+  Tensor select(int64_t l, const Tensor& h, const Tensor& q_latent, Tensor& keys, int64_t p0, bool tap = true);
   // The same for an attached indexer file's indexer (fed from h alone).
-  Tensor select_attached(int64_t l, const Tensor& h, Tensor& keys, int64_t p0);
+  Tensor select_attached(int64_t l, const Tensor& h, Tensor& keys, int64_t p0, bool tap);
+  // forward_layers' argument checks, shared by the single-rank and the parallel path.
+  void check_forward(int64_t l0, int64_t l1, const Tensor& x, const ModelCache& cache, int64_t p0,
+                     const IndexReuse& reuse) const;
+  // forward_layers on the in-process ranks, and one rank's layer loop; `published` holds each
+  // rank's latest selection, so that every rank checks its top-k is rank 0's.
+  void forward_parallel(int64_t l0, int64_t l1, Tensor& x, ModelCache& cache, int64_t p0, IndexReuse& reuse);
+  void forward_rank(parallel::Communicator& comm, const dsa::RankShard& s, int64_t l0, int64_t l1, Tensor& x,
+                    dsa::MlaCache& mc, int64_t p0, IndexReuse& reuse, std::vector<const Tensor*>& published);
   Tensor final_logits(const Tensor& x);
   void load_tokenizer(const hf::Folder& f);
   dsa::GpuTap gpu_tap() const;  // dump() for the GPU path; empty when nothing is tapped
@@ -110,6 +138,9 @@ class MlaMoeModel final : public Model {
   std::string tokenizer_error_;  // why there is none
   dsa::MlaForm mla_form_ = dsa::MlaForm::Absorbed;
   std::unique_ptr<dsa::GpuForward> gpu_;  // set on Device::CUDA: every forward runs there
+  dsa::ParallelSpec parallel_spec_;
+  struct Parallel;                   // the shards and the in-process group (model.cpp)
+  std::unique_ptr<Parallel> par_;    // set when parallel_spec_ is not single-rank
 };
 
 // Loads an HF folder of the DSA family on the CPU reference path or the GPU path; errors name the

@@ -31,8 +31,13 @@ Tensor mlp_forward(const MlpWeights& w, const Tensor& h) {
 }
 
 Tensor moe_forward(const MoeWeights& w, const Routing& routing, const Tensor& h) {
+  return moe_forward_part(w.experts, 0, static_cast<int64_t>(w.experts.size()), w.shared, routing, h);
+}
+
+Tensor moe_forward_part(const std::vector<MlpWeights>& experts, int64_t e0, int64_t e1, const MlpWeights& shared,
+                        const Routing& routing, const Tensor& h) {
   const int64_t n = h.dim(0), D = h.dim(1), K = routing.ids.dim(1);
-  Tensor out = w.shared.defined() ? mlp_forward(w.shared, h) : Tensor::zeros({n, D}, DType::F32);
+  Tensor out = shared.defined() ? mlp_forward(shared, h) : Tensor::zeros({n, D}, DType::F32);
   // Token by token and expert by expert: slow, and obviously the definition.
   std::vector<double> acc(static_cast<size_t>(D));
   for (int64_t t = 0; t < n; ++t) {
@@ -40,7 +45,8 @@ Tensor moe_forward(const MoeWeights& w, const Routing& routing, const Tensor& h)
     const Tensor x = h.slice_rows(t, t + 1);
     for (int64_t i = 0; i < K; ++i) {
       const int32_t e = routing.ids.data<int32_t>()[t * K + i];
-      const Tensor y = mlp_forward(w.experts[static_cast<size_t>(e)], x);
+      if (e < e0 || e >= e1) continue;  // another rank's expert
+      const Tensor y = mlp_forward(experts[static_cast<size_t>(e)], x);
       const double wt = routing.weights.data<float>()[t * K + i];
       for (int64_t d = 0; d < D; ++d) acc[d] += wt * y.data<float>()[d];
     }

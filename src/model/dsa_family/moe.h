@@ -27,5 +27,10 @@ Routing route(const MlaMoeConfig& c, const MoeWeights& w, const Tensor& h);
 Tensor mlp_forward(const MlpWeights& w, const Tensor& h);
 // Routed experts by `routing`, plus the shared experts.
 Tensor moe_forward(const MoeWeights& w, const Routing& routing, const Tensor& h);
+// One rank's part of it (model/dsa_family/shard.h): `shared` (may be empty) plus the routed
+// choices whose expert is in [e0, e1), with experts[e] the rank's weights of expert e; the sum of
+// every rank's part is moe_forward. moe_forward is this with every expert and the whole shared one.
+Tensor moe_forward_part(const std::vector<MlpWeights>& experts, int64_t e0, int64_t e1, const MlpWeights& shared,
+                        const Routing& routing, const Tensor& h);
 
 }  // namespace ic::dsa
