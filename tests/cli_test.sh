@@ -246,6 +246,14 @@ assert c["dsa"]["pattern"] == "FFFF" and c["q"]["pattern"] == "FSFS", c
 assert c["dsa"]["perplexity"][0]["ppl"] != c["q"]["perplexity"][0]["ppl"], c
 assert c["q"]["passkey"]["cells"][0]["trials"] == 2, c["q"]["passkey"]
 PY
+    "$bin" eval -m "$dsa" --config dsa=model -f "$tmp/t.txt" --ctx 64 --sections ppl --tp 2 --ep 2 --json "$tmp/e2.json" \
+      >/dev/null 2>&1 || fail "eval --tp 2 failed"
+    python3 - "$tmp/e.json" "$tmp/e2.json" <<'PY' || exit 1
+import json, sys
+a, b = ({c["name"]: c for c in json.load(open(f))["configs"]} for f in sys.argv[1:])
+pa, pb = a["dsa"]["perplexity"][0]["ppl"], b["dsa"]["perplexity"][0]["ppl"]
+assert abs(pa - pb) <= 1e-4 * pa, (pa, pb)
+PY
     expect_error "has no indexer tensors" "$bin" eval -m "$src/tests/data/hf/glm_moe_dsa-shared-tiny" --config a=model \
       --config b=model@FFFF -f "$tmp/t.txt" --ctx 64 --sections ppl
     expect_error "no dense form" "$bin" eval -m "$dsa" --config a=dense -f "$tmp/t.txt" --ctx 64 --sections ppl

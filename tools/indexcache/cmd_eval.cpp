@@ -372,6 +372,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("-m,--model", a->model.model, "GGUF model file (default: $IC_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf)");
   cmd->add_option("-t,--threads", a->model.threads, "CPU threads (default: all cores)");
   cmd->add_option("--device", a->model.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  add_parallel_options(cmd, a->model);
   cmd->add_option("--config", a->configs,
                   "NAME=SPEC, repeatable; SPEC: dense | INDEXERS.safetensors[@FSSF...|@freq=N[,offset=M]|"
                   "@search=FILE.json:KEY]")->required();

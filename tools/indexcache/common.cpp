@@ -39,6 +39,10 @@ void add_model_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_flag("--indexer-fp8", o.indexer_fp8,
                 "DSA family on the GPU: the indexer in fp8 (e4m3 q and keys, one scale per row), as DeepSeek's "
                 "inference runs it; default bf16");
+  add_parallel_options(cmd, o);
+}
+
+void add_parallel_options(CLI::App* cmd, ModelOptions& o) {
   cmd->add_option("--tp", o.tp, "DSA family on the CPU: tensor parallelism over N ranks, run as N threads "
                   "(heads, MLP and shared-expert channels split; docs/PARALLEL.md)")->check(CLI::PositiveNumber);
   cmd->add_option("--ep", o.ep, "DSA family on the CPU: routed experts split by expert over the --tp ranks (N = "

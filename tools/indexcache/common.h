@@ -31,6 +31,8 @@ struct ModelOptions {
 };
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);
+// --tp and --ep alone (add_model_options adds them too), for commands with options of their own.
+void add_parallel_options(CLI::App* cmd, ModelOptions& o);
 // Applies the thread count and loads the model (a GGUF file or an HF model folder), with the
 // indexers and layer pattern of the options, reporting the load on stderr.
 std::unique_ptr<Model> load_model(const ModelOptions& o, bool quiet = false);
