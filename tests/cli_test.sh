@@ -220,6 +220,7 @@ assert a["tokens"] == b["tokens"] and abs(a["ppl"] - b["ppl"]) <= 1e-4 * a["ppl"
 PY
     expect_error "4 attention heads (num_attention_heads) do not split over --tp 3" "$bin" generate -m "$dsa" -p hi -n 1 --tp 3
     expect_error "apply to the DSA family" "$bin" generate -m "$model" -p hi -n 1 --tp 2
+    expect_error "run on the CPU path so far" "$bin" generate -m "$dsa" -p hi -n 1 --tp 2 --device cuda
     "$bin" bench -m "$lite" -p 24 -n 4 --json >/dev/null 2>&1 || fail "bench failed on the dense MLA model"
     ids=$("$bin" tokenize -m "$dsa" -p "Hello, world" --json) || fail "tokenize failed"
     [ "${ids:0:1}" = "[" ] || fail "tokenize gave $ids"

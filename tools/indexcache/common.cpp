@@ -62,6 +62,8 @@ std::optional<LayerPattern> pattern_option(const ModelOptions& o, int64_t L) {
 // --tp / --ep on a loaded model: the DSA family's in-process ranks (model/dsa_family/shard.h).
 void apply_parallel(const ModelOptions& o, Model& m, bool quiet) {
   if (o.tp == 1 && o.ep == 1) return;
+  IC_CHECK(m.device() == Device::CPU, "--tp {} --ep {}: tensor and expert parallelism run on the CPU path so far (the "
+           "GPU path is single-rank; docs/PARALLEL.md)", o.tp, o.ep);
   auto* f = dynamic_cast<MlaMoeModel*>(&m);
   IC_CHECK(f, "--tp {} --ep {}: tensor and expert parallelism apply to the DSA family (HF model folders and "
            "--random-weights); {} is a {} model", o.tp, o.ep, m.path(), m.info().family);
@@ -82,6 +84,9 @@ void report_load(const Model& m, double seconds) {
 
 std::unique_ptr<Model> load_model(const ModelOptions& o, bool quiet) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
+  // Before a long load: the GPU path does not take them.
+  IC_CHECK((o.tp == 1 && o.ep == 1) || o.device != "cuda", "--tp {} --ep {} with --device cuda: tensor and expert "
+           "parallelism run on the CPU path so far (the GPU path is single-rank; docs/PARALLEL.md)", o.tp, o.ep);
   IC_CHECK(o.random_weights.empty() || o.model.empty(), "give -m or --random-weights, not both");
   IC_CHECK(o.layers == 0 || !o.random_weights.empty(), "--layers truncates --random-weights models only");
   if (!o.random_weights.empty()) {
