@@ -212,6 +212,8 @@ PY
     "$bin" generate -m "$dsa" -p "The pass key is" -n 1 --tp 2 --ep 2 2>"$tmp/err" >/dev/null || fail "generate --tp 2 failed"
     grep -q "parallel: --tp 2 --ep 2, 2 ranks" "$tmp/err" || fail "--tp 2 not reported: $(cat "$tmp/err")"
     python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); assert a["tokens"] == b["tokens"], (a, b)' "$out1" "$out2" || exit 1
+    out2=$("$bin" generate -m "$dsa" -p "The pass key is" -n 6 --json --tp 2 --ep 2 --ep-a2a 2>/dev/null) || fail "generate --ep-a2a failed"
+    python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); assert a["tokens"] == b["tokens"], (a, b)' "$out1" "$out2" || exit 1
     out2=$("$bin" perplexity -m "$dsa" -f "$tmp/t.txt" -c 64 --json --tp 2 2>/dev/null) || fail "perplexity --tp 2 failed"
     python3 - "$out" "$out2" <<'PY' || exit 1
 import json, sys

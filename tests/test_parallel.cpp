@@ -15,6 +15,8 @@
 #include "io/hf_folder.h"
 #include "model/dsa_family/cache.h"
 #include "model/dsa_family/model.h"
+#include "model/dsa_family/moe.h"
+#include "model/dsa_family/shard.h"
 #include "parallel/communicator.h"
 #include "parallel/local_group.h"
 
@@ -215,8 +217,9 @@ TEST_P(ParallelFamily, LogitsSelectionsAndTapsMatchOneRank) {
   const Outputs one = run(*m, tokens);
   const double scale = std::max(1.0, max_abs(one.logits));
   for (const dsa::ParallelSpec p : {dsa::ParallelSpec{2, 1}, dsa::ParallelSpec{2, 2}, dsa::ParallelSpec{4, 1},
-                                    dsa::ParallelSpec{4, 4}}) {
-    SCOPED_TRACE(fmt::format("{} --tp {} --ep {}", GetParam(), p.tp, p.ep));
+                                    dsa::ParallelSpec{4, 4}, dsa::ParallelSpec{2, 2, true},
+                                    dsa::ParallelSpec{4, 4, true}}) {
+    SCOPED_TRACE(fmt::format("{} --tp {} --ep {}{}", GetParam(), p.tp, p.ep, p.a2a ? " --ep-a2a" : ""));
     m->set_parallel(p);
     const Outputs par = run(*m, tokens);
     ASSERT_EQ(par.logits.size(), one.logits.size());
@@ -225,8 +228,8 @@ TEST_P(ParallelFamily, LogitsSelectionsAndTapsMatchOneRank) {
       worst = std::max(worst, std::abs(static_cast<double>(par.logits[i]) - one.logits[i]));
     EXPECT_LE(worst, tolerance(c, p.tp, scale));
     EXPECT_GT(worst, 0.0) << "N ranks round partial sums: bit-identical logits mean nothing was split";
-    std::printf("%s --tp %d --ep %d: largest logit difference %.3g (tolerance %.3g, logits up to %.3g)\n", GetParam(),
-                p.tp, p.ep, worst, tolerance(c, p.tp, scale), scale);
+    std::printf("%s --tp %d --ep %d%s: largest logit difference %.3g (tolerance %.3g, logits up to %.3g)\n",
+                GetParam(), p.tp, p.ep, p.a2a ? " --ep-a2a" : "", worst, tolerance(c, p.tp, scale), scale);
     // The F layers' selections (and every layer's experts) are the same; layer 0's query and
     // attention output, whose inputs are the same bits, are the same bits once gathered.
     for (const auto& [key, t] : one.taps) {
@@ -284,6 +287,42 @@ TEST(ParallelFamilyRun, PatternDecodeAndCommunicationCounted) {
   EXPECT_TRUE(std::equal(step.data<float>(), step.data<float>() + V, par.logits.data() + 19 * V));
 }
 
+// The all-to-all MoE block on 1 to 4 ranks is moe_forward bit for bit (each expert sees the same
+// row, each token adds its choices in the same order), for a token count the ranks do not divide.
+TEST(ParallelFamilyRun, AllToAllMoeIsTheOneRankMoeBitForBit) {
+  auto m = MlaMoeModel::load(hf_dir("deepseek_v32-tiny"), Device::CPU, {});
+  const MlaMoeConfig& c = m->config();
+  std::vector<dsa::LayerWeights> layers;
+  for (int64_t l = 0; l < c.n_layers; ++l) layers.push_back(m->layer(l));
+  const int64_t l = 1;  // the first MoE layer
+  ASSERT_TRUE(layers[l].moe);
+  for (int64_t n : {1, 7, 13}) {
+    const std::vector<float> v = random_floats(static_cast<size_t>(n * c.hidden), static_cast<uint32_t>(n));
+    Tensor h = Tensor::empty({n, c.hidden}, DType::F32);
+    std::copy(v.begin(), v.end(), h.data<float>());
+    const dsa::Routing r = dsa::route(c, layers[l].experts, h);
+    const Tensor ref = dsa::moe_forward(layers[l].experts, r, h);
+    for (int N : {2, 4}) {
+      const dsa::ParallelSpec p{N, N, true};
+      std::vector<dsa::RankShard> shards;
+      for (int q = 0; q < N; ++q) shards.push_back(dsa::shard_model(c, layers, p, q));
+      std::vector<Tensor> out(static_cast<size_t>(N));
+      LocalGroup g(N);
+      run_ranks(g, [&](Communicator& comm) {
+        out[comm.rank()] = dsa::moe_forward_a2a(comm, shards[comm.rank()].layers[l], r, h);
+      });
+      for (int q = 0; q < N; ++q)
+        EXPECT_TRUE(std::equal(ref.data<float>(), ref.data<float>() + ref.numel(), out[q].data<float>()))
+            << "n " << n << " N " << N << " rank " << q;
+      // Per rank: one counts exchange, dispatch and combine, one all-gather; no all-reduce.
+      const parallel::CommStats s = g.rank(0).stats();
+      EXPECT_EQ(s.all_to_all_calls, 3);
+      EXPECT_EQ(s.all_gather_calls, 1);
+      EXPECT_EQ(s.all_reduce_calls, 0);
+    }
+  }
+}
+
 TEST(ParallelFamilyRun, Errors) {
   auto m = MlaMoeModel::load(hf_dir("deepseek_v32-tiny"), Device::CPU, {});
   auto expect_error = [&](const dsa::ParallelSpec& p, const std::string& what) {
@@ -296,6 +335,7 @@ TEST(ParallelFamilyRun, Errors) {
   };
   expect_error({3, 1}, "4 attention heads (num_attention_heads) do not split over --tp 3");
   expect_error({4, 2}, "--ep 2 with --tp 4: expert parallelism runs inside the tensor-parallel group");
+  expect_error({2, 1, true}, "the all-to-all MoE path (--ep-a2a) splits experts over the ranks");
   // A cache made before the switch is refused.
   auto cache = m->make_cache(8);
   m->set_parallel({2, 2});

@@ -47,6 +47,8 @@ void add_parallel_options(CLI::App* cmd, ModelOptions& o) {
                   "(heads, MLP and shared-expert channels split; docs/PARALLEL.md)")->check(CLI::PositiveNumber);
   cmd->add_option("--ep", o.ep, "DSA family on the CPU: routed experts split by expert over the --tp ranks (N = "
                   "--tp), or 1: each expert split by channel")->check(CLI::PositiveNumber);
+  cmd->add_flag("--ep-a2a", o.ep_a2a, "With --ep N = --tp N: the MoE block by all-to-all dispatch and combine (tokens "
+                "split over the ranks, then all-gathered) instead of an all-reduce");
 }
 
 namespace {
@@ -61,16 +63,16 @@ std::optional<LayerPattern> pattern_option(const ModelOptions& o, int64_t L) {
 
 // --tp / --ep on a loaded model: the DSA family's in-process ranks (model/dsa_family/shard.h).
 void apply_parallel(const ModelOptions& o, Model& m, bool quiet) {
-  if (o.tp == 1 && o.ep == 1) return;
+  if (o.tp == 1 && o.ep == 1 && !o.ep_a2a) return;
   IC_CHECK(m.device() == Device::CPU, "--tp {} --ep {}: tensor and expert parallelism run on the CPU path so far (the "
            "GPU path is single-rank; docs/PARALLEL.md)", o.tp, o.ep);
   auto* f = dynamic_cast<MlaMoeModel*>(&m);
   IC_CHECK(f, "--tp {} --ep {}: tensor and expert parallelism apply to the DSA family (HF model folders and "
            "--random-weights); {} is a {} model", o.tp, o.ep, m.path(), m.info().family);
-  f->set_parallel({o.tp, o.ep});
+  f->set_parallel({o.tp, o.ep, o.ep_a2a});
   if (!quiet)
     std::fprintf(stderr, "parallel: --tp %d --ep %d, %d ranks as threads of this process (routed experts split %s)\n",
-                 o.tp, o.ep, o.tp, o.ep > 1 ? "by expert" : "by channel");
+                 o.tp, o.ep, o.tp, o.ep_a2a ? "by expert, all-to-all" : o.ep > 1 ? "by expert" : "by channel");
 }
 
 void report_load(const Model& m, double seconds) {
@@ -85,7 +87,7 @@ void report_load(const Model& m, double seconds) {
 std::unique_ptr<Model> load_model(const ModelOptions& o, bool quiet) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
   // Before a long load: the GPU path does not take them.
-  IC_CHECK((o.tp == 1 && o.ep == 1) || o.device != "cuda", "--tp {} --ep {} with --device cuda: tensor and expert "
+  IC_CHECK((o.tp == 1 && o.ep == 1 && !o.ep_a2a) || o.device != "cuda", "--tp {} --ep {} with --device cuda: tensor and expert "
            "parallelism run on the CPU path so far (the GPU path is single-rank; docs/PARALLEL.md)", o.tp, o.ep);
   IC_CHECK(o.random_weights.empty() || o.model.empty(), "give -m or --random-weights, not both");
   IC_CHECK(o.layers == 0 || !o.random_weights.empty(), "--layers truncates --random-weights models only");

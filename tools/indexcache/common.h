@@ -28,6 +28,7 @@ struct ModelOptions {
   bool indexer_fp8 = false;    // --indexer-fp8: the DSA family's GPU indexer in fp8
   int tp = 1;                  // --tp N: the DSA family's CPU forward on N tensor-parallel ranks (threads)
   int ep = 1;                  // --ep N: routed experts split by expert over the N ranks (1: by channel)
+  bool ep_a2a = false;         // --ep-a2a: the MoE block by all-to-all dispatch/combine (needs --ep = --tp)
 };
 
 void add_model_options(CLI::App* cmd, ModelOptions& o);

@@ -518,11 +518,16 @@ void MlaMoeModel::forward_rank(parallel::Communicator& comm, const dsa::RankShar
       const dsa::Routing r = dsa::route(c, L.experts, h);  // replicated router: the same choice everywhere
       tap("moe_route", li, r.ids);
       tap("moe_weights", li, r.weights);
-      ffn = dsa::moe_forward_part(R.experts, R.expert_begin, R.expert_end, R.shared, r, h);
+      if (s.a2a) {
+        ffn = dsa::moe_forward_a2a(comm, R, r, h);  // replicated already
+      } else {
+        ffn = dsa::moe_forward_part(R.experts, R.expert_begin, R.expert_end, R.shared, r, h);
+        comm.all_reduce_sum({ffn.data<float>(), static_cast<size_t>(ffn.numel())});
+      }
     } else {
       ffn = dsa::mlp_forward(R.mlp, h);
+      comm.all_reduce_sum({ffn.data<float>(), static_cast<size_t>(ffn.numel())});
     }
-    comm.all_reduce_sum({ffn.data<float>(), static_cast<size_t>(ffn.numel())});
     tap("ffn_out", li, ffn);
     add_into(x, ffn);
     tap("l_out", li, x);

@@ -19,27 +19,35 @@
 #include <vector>
 
 #include "model/dsa_family/config.h"
+#include "model/dsa_family/moe.h"
 #include "model/dsa_family/weights.h"
+#include "parallel/communicator.h"
 
 namespace ic::dsa {
 
 struct ParallelSpec {
   int tp = 1;  // ranks; attention heads, dense MLP and shared experts split N ways
   int ep = 1;  // 1: routed experts split on their intermediate dim; tp: split by expert
+  // ep == tp > 1 only: the MoE block by all-to-all instead of an all-reduce (moe_forward_a2a):
+  // each rank takes 1/N of the tokens, dispatches their rows to the experts' owners, gets the
+  // outputs back, adds the shared experts (whole on every rank), and an all-gather replicates the
+  // block's output. The same bits as one rank's MoE block.
+  bool a2a = false;
   int ranks() const { return tp; }
-  bool single() const { return tp == 1 && ep == 1; }
+  bool single() const { return tp == 1 && ep == 1 && !a2a; }
 };
 
 struct RankLayer {
   MlaWeights attn;     // the rank's heads (q_b or q_proj rows, kv_b rows, o columns); the rest shared
   MlpWeights mlp;      // dense layers: the rank's intermediate slice
-  MlpWeights shared;   // MoE layers: the shared experts' intermediate slice (undefined without any)
+  MlpWeights shared;   // MoE layers: the shared experts' intermediate slice, whole with a2a (undefined without any)
   std::vector<MlpWeights> experts;  // [E]: the experts this rank computes (undefined elsewhere)
   int64_t expert_begin = 0, expert_end = 0;  // [begin, end) of the experts this rank computes
 };
 
 struct RankShard {
   int rank = 0, size = 1;
+  bool a2a = false;  // the MoE block by moe_forward_a2a
   MlaMoeConfig cfg;  // the full config with n_heads = H / tp: what MLA's functions iterate over
   std::vector<RankLayer> layers;
 };
@@ -49,6 +57,15 @@ struct RankShard {
 void check_parallel(const MlaMoeConfig& c, const ParallelSpec& p, const std::string& where);
 // Rank `rank`'s weights of every layer of `full` (check_parallel first).
 RankShard shard_model(const MlaMoeConfig& c, const std::vector<LayerWeights>& full, const ParallelSpec& p, int rank);
+// The MoE block of an a2a spec on rank comm.rank() (every rank calls it with the same h and
+// routing, both replicated): F32 [n, hidden], the same on every rank and bit for bit moe_forward's.
+// Rank r's tokens are [r n/N, (r+1) n/N); for each of them and each choice i, the row of h and the
+// expert id go to the expert's owner (all_to_all of the counts, then all_to_all_v of rows of
+// hidden + 1 floats), which returns expert(row) unweighted (all_to_all_v); the token's rank adds
+// them, weighted, in choice order in double onto the shared experts' output as moe_forward does,
+// and all_gather replicates the n rows.
+Tensor moe_forward_a2a(parallel::Communicator& comm, const RankLayer& r, const Routing& routing, const Tensor& h);
+
 // The bytes a shard holds of its own (the column copies); views of the full weights count nothing.
 int64_t shard_copy_bytes(const RankShard& s);
 
