@@ -12,7 +12,8 @@
 //   Routed experts: the router replicated; ep == N: rank r owns experts [r E/N, (r+1) E/N) whole;
 //               ep == 1: every expert split on its intermediate dim as the dense MLP. Each rank
 //               adds its experts' weighted outputs for every token, then one all-reduce (with
-//               the shared expert's part) combines them.
+//               the shared expert's part) combines them; with a2a (ep == tp) the block runs by
+//               all-to-all dispatch/combine instead (moe_forward_a2a).
 // The embedding, final norm and lm_head stay replicated (the model's own tensors).
 #include <cstdint>
 #include <string>
